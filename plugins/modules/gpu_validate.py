@@ -1,0 +1,321 @@
+#!/usr/bin/python
+# Copyright: llmops.inference contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: gpu_validate
+short_description: Read NVIDIA GPU state through NVML and refuse hosts that will fail later
+version_added: "0.1.0"
+description:
+  - Reads the NVIDIA driver and every GPU through NVML, using the official C(nvidia-ml-py) bindings
+    (imported as C(pynvml)), and returns them as facts in C(ansible_facts.nvidia).
+  - Runs the optional checks whose thresholds are set (driver and CUDA versions, GPU count, memory,
+    compute capability, persistence and MIG mode, ECC errors, row remapping, temperature margin and
+    foreign processes) and fails once, listing every failed check with its measured value, its threshold
+    and what to fix.
+  - A field that NVML does not support on a device (C(NVMLError_NotSupported), for example fan speed,
+    retired pages, NUMA node or NVLink on an H100 SXM board) is C(null) and named in C(unsupported_fields);
+    it is never a failure. A check whose measurement is not supported is reported as C(not_supported).
+  - The module only reads, so it runs for real in check mode.
+author:
+  - llmops.inference maintainers
+requirements:
+  - C(nvidia-ml-py) (import name C(pynvml)) for the target's Python.
+  - The NVIDIA driver (C(libnvidia-ml.so.1) and the loaded kernel module) when I(gpu_required=true).
+options:
+  gpu_required:
+    description:
+      - Whether this host must have a working NVIDIA driver and at least one GPU.
+      - When C(false), a missing C(pynvml), driver library, kernel driver or GPU is reported in the facts
+        (C(available=false) with C(reason)) and is not a failure; checks that need GPUs do not run.
+    type: bool
+    default: true
+  enforce:
+    description:
+      - Fail the task when any check fails. When C(false), failures are only returned in C(failures) and C(msg).
+    type: bool
+    default: true
+  min_driver_version:
+    description:
+      - Lowest accepted NVIDIA driver version, compared numerically part by part (C(550.54.14), C(570)).
+    type: str
+  min_cuda_driver_version:
+    description:
+      - Lowest CUDA version the driver must support, as C(nvidia-smi) shows it (C(12.4)).
+    type: str
+  gpu_count:
+    description:
+      - Exact number of GPUs the host must have.
+    type: int
+  min_gpu_count:
+    description:
+      - Least number of GPUs the host must have.
+    type: int
+  min_memory_mib:
+    description:
+      - Least total memory of every GPU, in MiB as C(nvidia-smi --query-gpu=memory.total) shows it.
+      - An H100 80GB reports 81559 MiB; 80 GiB would be 81920 MiB and would fail it.
+    type: int
+  min_compute_capability:
+    description:
+      - Lowest CUDA compute capability of every GPU (C(8.0) for Ampere, C(9.0) for Hopper).
+    type: str
+  require_persistence_mode:
+    description:
+      - Fail when persistence mode is off on a GPU.
+    type: bool
+    default: false
+  mig_mode:
+    description:
+      - Required current MIG mode of every GPU; C(any) does not check it.
+    type: str
+    choices: [any, disabled, enabled]
+    default: any
+  fail_on_uncorrected_ecc_errors:
+    description:
+      - Fail when a GPU has volatile (since the last driver load) uncorrected ECC errors.
+    type: bool
+    default: false
+  fail_on_pending_row_remap:
+    description:
+      - Fail when a GPU has a memory row remap pending (needs a GPU reset) or a row remapping failure.
+    type: bool
+    default: false
+  min_temperature_margin_c:
+    description:
+      - Least distance, in degrees Celsius, between a GPU's current temperature and its slowdown threshold.
+    type: int
+  fail_on_foreign_processes:
+    description:
+      - Fail when a process whose name is not in I(allowed_process_names) runs on a GPU.
+      - Process names come from C(/proc/PID/comm); a process in another PID namespace has no name and counts as foreign.
+    type: bool
+    default: false
+  allowed_process_names:
+    description:
+      - Process names (as in C(/proc/PID/comm), at most 15 characters) allowed on the GPUs by I(fail_on_foreign_processes).
+    type: list
+    elements: str
+    default: []
+notes:
+  - Read-only; supports check mode (it runs for real) and has no diff.
+  - Facts keep NVML's units where they are exact (MiB, degrees Celsius, watts with one decimal).
+seealso:
+  - name: NVML API reference
+    description: The NVIDIA Management Library that C(nvidia-smi) is built on.
+    link: https://docs.nvidia.com/deploy/nvml-api/
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  facts:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Refuse hosts that cannot serve an 8B model in BF16 on Hopper
+  llmops.inference.gpu_validate:
+    min_driver_version: "550"
+    min_cuda_driver_version: "12.4"
+    min_gpu_count: 1
+    min_memory_mib: 40000
+    min_compute_capability: "8.0"
+    mig_mode: disabled
+    fail_on_uncorrected_ecc_errors: true
+    fail_on_pending_row_remap: true
+    min_temperature_margin_c: 10
+    fail_on_foreign_processes: true
+    allowed_process_names: [python3, vllm]
+
+- name: Only gather facts and report problems (for a fleet report)
+  llmops.inference.gpu_validate:
+    gpu_required: false
+    enforce: false
+    min_driver_version: "580"
+  register: gpu
+
+- name: Show the driver and the first GPU
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.nvidia.driver_version }} {{ ansible_facts.nvidia.gpus[0].name | default('no GPU') }}"
+
+# A failing threshold, as seen on an H100 80GB HBM3 (driver 580.105.08):
+#   "1 GPU check(s) failed:
+#    - [min_memory_mib] GPU 0 (NVIDIA H100 80GB HBM3, 00000000:00:0A.0): 81559 MiB total memory
+#      is less than the 200000 MiB required (measured: 81559, threshold: 200000)"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts about the NVIDIA driver and GPUs.
+  returned: always
+  type: complex
+  contains:
+    nvidia:
+      description:
+        - C(available), C(reason), C(message), C(hint) (why NVML could not answer, C(null) when it did),
+          C(driver_version), C(cuda_driver_version), C(nvml_version), C(gpu_count) and C(gpus).
+        - Each GPU holds C(index), C(name), C(uuid), C(pci_bus_id), C(memory_total_mib), C(memory_free_mib),
+          C(memory_used_mib), C(compute_capability), C(architecture), C(persistence_mode), C(mig_mode_current),
+          C(mig_mode_pending), C(ecc_mode_current), C(ecc_mode_pending), C(ecc_errors_uncorrected_volatile),
+          C(ecc_errors_uncorrected_aggregate), C(remapped_rows_correctable), C(remapped_rows_uncorrectable),
+          C(remapped_rows_pending), C(remapped_rows_failed), C(retired_pages_single_bit), C(retired_pages_double_bit),
+          C(retired_pages_pending), C(temperature_c), C(temperature_slowdown_c), C(temperature_shutdown_c),
+          C(fan_speed_percent), C(power_draw_w), C(power_limit_w), C(pcie_link_gen_current), C(pcie_link_gen_max),
+          C(pcie_link_width_current), C(pcie_link_width_max), C(throttle_reasons_mask), C(throttle_reasons),
+          C(numa_node), C(nvlink_active_links), C(processes) (C(pid), C(name), C(used_memory_mib)),
+          C(unsupported_fields) and C(field_errors).
+        - Fields NVML does not support on the device are C(null).
+      type: dict
+      returned: always
+      sample:
+        available: true
+        reason: null
+        message: null
+        hint: null
+        driver_version: "580.105.08"
+        cuda_driver_version: "13.0"
+        nvml_version: "13.580.105.08"
+        gpu_count: 1
+        gpus:
+          - index: 0
+            name: NVIDIA H100 80GB HBM3
+            uuid: GPU-6d3c0a7e-0000-0000-0000-000000000000
+            pci_bus_id: "00000000:00:0A.0"
+            memory_total_mib: 81559
+            memory_free_mib: 81080
+            memory_used_mib: 479
+            compute_capability: "9.0"
+            architecture: hopper
+            persistence_mode: true
+            mig_mode_current: false
+            mig_mode_pending: false
+            ecc_mode_current: true
+            ecc_mode_pending: true
+            ecc_errors_uncorrected_volatile: 0
+            ecc_errors_uncorrected_aggregate: 0
+            remapped_rows_correctable: 0
+            remapped_rows_uncorrectable: 0
+            remapped_rows_pending: false
+            remapped_rows_failed: false
+            retired_pages_single_bit: null
+            retired_pages_double_bit: null
+            retired_pages_pending: null
+            temperature_c: 31
+            temperature_slowdown_c: 87
+            temperature_shutdown_c: 92
+            fan_speed_percent: null
+            power_draw_w: 71.3
+            power_limit_w: 700.0
+            pcie_link_gen_current: 5
+            pcie_link_gen_max: 5
+            pcie_link_width_current: 16
+            pcie_link_width_max: 16
+            throttle_reasons_mask: 1
+            throttle_reasons: [gpu_idle]
+            numa_node: null
+            nvlink_active_links: null
+            processes: []
+            unsupported_fields: [fan_speed_percent, numa_node, nvlink_active_links, retired_pages]
+            field_errors: {}
+checks:
+  description: Every check that ran, one entry per check and GPU.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    check:
+      description: Check name, for example C(min_driver_version), C(min_memory_mib), C(temperature_margin).
+      type: str
+    gpu:
+      description: GPU index, C(null) for host-wide checks.
+      type: int
+    status:
+      description: C(passed), C(failed) or C(not_supported) (NVML cannot measure it on this device; not a failure).
+      type: str
+    measured:
+      description: The measured value.
+      type: raw
+    threshold:
+      description: The threshold it was compared with.
+      type: raw
+    msg:
+      description: What was found and, for a failure, what to fix.
+      type: str
+failures:
+  description: The failed entries of C(checks).
+  returned: always
+  type: list
+  elements: dict
+msg:
+  description: A summary; one line per failed check with measured value and threshold.
+  returned: always
+  type: str
+  sample: "all 9 GPU checks passed"
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.llmops.inference.plugins.module_utils import nvml
+
+ARGUMENT_SPEC = {
+    "gpu_required": {"type": "bool", "default": True},
+    "enforce": {"type": "bool", "default": True},
+    "min_driver_version": {"type": "str"},
+    "min_cuda_driver_version": {"type": "str"},
+    "gpu_count": {"type": "int"},
+    "min_gpu_count": {"type": "int"},
+    "min_memory_mib": {"type": "int"},
+    "min_compute_capability": {"type": "str"},
+    "require_persistence_mode": {"type": "bool", "default": False},
+    "mig_mode": {"type": "str", "choices": ["any", "disabled", "enabled"], "default": "any"},
+    "fail_on_uncorrected_ecc_errors": {"type": "bool", "default": False},
+    "fail_on_pending_row_remap": {"type": "bool", "default": False},
+    "min_temperature_margin_c": {"type": "int"},
+    "fail_on_foreign_processes": {"type": "bool", "default": False},
+    "allowed_process_names": {"type": "list", "elements": "str", "default": []},
+}
+
+
+def run_module(module):
+    params = module.params
+    thresholds = {key: params[key] for key in nvml.CHECK_OPTIONS}
+    try:
+        nvml.validate_thresholds(thresholds)
+    except ValueError as exc:
+        module.fail_json(msg="invalid threshold: %s" % exc)
+
+    try:
+        pynvml = nvml.import_pynvml()
+        facts = nvml.collect(pynvml)
+    except nvml.NvmlUnavailable as exc:
+        if exc.code == "pynvml_missing":
+            exc.message = "%s: %s" % (missing_required_lib(nvml.PIP_NAME), exc.message)
+        facts = nvml.unavailable_facts(exc)
+
+    checks = nvml.evaluate(facts, thresholds, gpu_required=params["gpu_required"])
+    failed = nvml.failures(checks)
+    result = {
+        "changed": False,
+        "ansible_facts": {"nvidia": facts},
+        "checks": checks,
+        "failures": failed,
+        "msg": nvml.summary(checks),
+    }
+    if not facts["available"] and not params["gpu_required"]:
+        result["msg"] = "no usable NVIDIA GPU (%s), and none is required: %s" % (facts["reason"], facts["message"])
+    if failed and params["enforce"]:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    run_module(module)
+
+
+if __name__ == "__main__":
+    main()

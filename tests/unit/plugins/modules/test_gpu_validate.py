@@ -1,0 +1,140 @@
+"""Unit tests for the gpu_validate module: the whole module run, with a fake pynvml."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+import yaml
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.llmops.inference.plugins.module_utils import nvml
+from ansible_collections.llmops.inference.plugins.modules import gpu_validate
+
+
+def _load_fake():
+    path = pathlib.Path(__file__).resolve().parents[1] / "module_utils" / "test_gpu_fake_pynvml.py"
+    spec = importlib.util.spec_from_file_location("llmops_gpu_fake_pynvml_modules", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fake = _load_fake()
+
+
+def run(args, capsys):
+    """Run the module's main() like Ansible does; return (result, failed)."""
+    with patch_module_args(args), pytest.raises(SystemExit) as info:
+        gpu_validate.main()
+    result = json.loads(capsys.readouterr().out)
+    assert info.value.code == (1 if result.get("failed") else 0)
+    return result
+
+
+@pytest.fixture
+def h100_host(monkeypatch):
+    module = fake.make_fake([fake.h100(nvmlDeviceGetComputeRunningProcesses=[fake.Process(4242, 512 * fake.MIB)])])
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    monkeypatch.setattr(nvml, "read_process_name", lambda pid: "python3")
+    return module
+
+
+def test_healthy_host_passes_and_returns_facts(h100_host, capsys):
+    result = run({"min_driver_version": "550", "min_memory_mib": 80000, "min_compute_capability": "8.0",
+                  "fail_on_foreign_processes": True, "allowed_process_names": ["python3"]}, capsys)
+    assert not result.get("failed")
+    assert result["changed"] is False
+    facts = result["ansible_facts"]["nvidia"]
+    assert facts["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert facts["gpus"][0]["processes"] == [{"pid": 4242, "name": "python3", "used_memory_mib": 512}]
+    assert [c["status"] for c in result["checks"]] == ["passed"] * 4
+    assert result["failures"] == []
+    assert result["msg"] == "all 4 GPU checks passed"
+    assert h100_host.shutdowns == 1
+
+
+def test_failures_are_listed_together_and_fail_once(h100_host, capsys):
+    result = run({"min_driver_version": "590", "min_memory_mib": 200000, "mig_mode": "enabled",
+                  "fail_on_foreign_processes": True}, capsys)
+    assert result["failed"] is True
+    assert [f["check"] for f in result["failures"]] == ["min_driver_version", "min_memory_mib", "mig_mode", "foreign_processes"]
+    assert result["msg"].startswith("4 GPU check(s) failed:")
+    assert "81559 MiB total memory is less than the 200000 MiB required (measured: 81559, threshold: 200000)" in result["msg"]
+    assert "NVIDIA driver 580.105.08 is older than the required 590" in result["msg"]
+    # Facts come back with the failure, for the report.
+    assert result["ansible_facts"]["nvidia"]["driver_version"] == "580.105.08"
+
+
+def test_enforce_false_reports_without_failing(h100_host, capsys):
+    result = run({"min_driver_version": "590", "enforce": False}, capsys)
+    assert not result.get("failed")
+    assert [f["check"] for f in result["failures"]] == ["min_driver_version"]
+    assert "older than the required 590" in result["msg"]
+
+
+def test_check_mode_still_reads_the_gpu(h100_host, capsys):
+    result = run({"_ansible_check_mode": True, "min_memory_mib": 200000}, capsys)
+    assert result["failed"] is True
+    assert result["failures"][0]["measured"] == 81559
+    assert ("nvmlInit",) in h100_host.calls
+
+
+def test_missing_pynvml_fails_with_install_hint(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    result = run({}, capsys)
+    assert result["failed"] is True
+    assert "Failed to import the required Python library (nvidia-ml-py)" in result["msg"]
+    assert "pip install nvidia-ml-py" in result["msg"]
+    assert result["ansible_facts"]["nvidia"]["available"] is False
+    assert result["ansible_facts"]["nvidia"]["reason"] == "pynvml_missing"
+
+
+def test_missing_pynvml_is_fine_when_no_gpu_is_required(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    result = run({"gpu_required": False, "min_driver_version": "550"}, capsys)
+    assert not result.get("failed")
+    assert result["checks"] == []
+    assert result["msg"].startswith("no usable NVIDIA GPU (pynvml_missing), and none is required")
+
+
+@pytest.mark.parametrize(("code", "words"), [("LIBRARY_NOT_FOUND", "libnvidia-ml.so.1"), ("DRIVER_NOT_LOADED", "modprobe nvidia")])
+def test_driver_problems_fail_with_their_fix(monkeypatch, capsys, code, words):
+    monkeypatch.setitem(sys.modules, "pynvml", fake.make_fake([fake.h100()], init_error=fake.ERROR_CODES[code][0]))
+    result = run({}, capsys)
+    assert result["failed"] is True
+    assert words in result["msg"]
+    assert [f["check"] for f in result["failures"]] == ["nvml"]
+
+
+def test_no_gpu_host_fails_when_required_and_passes_when_not(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pynvml", fake.make_fake([]))
+    assert run({}, capsys)["failures"][0]["check"] == "gpu_present"
+    result = run({"gpu_required": False}, capsys)
+    assert not result.get("failed")
+    assert result["ansible_facts"]["nvidia"]["gpu_count"] == 0
+
+
+def test_invalid_threshold_fails_before_reading(h100_host, capsys):
+    result = run({"min_compute_capability": "sm_90"}, capsys)
+    assert result["failed"] is True
+    assert result["msg"].startswith("invalid threshold: min_compute_capability must be a dotted version")
+    assert h100_host.calls == []
+
+
+def test_documentation_matches_argument_spec():
+    """What validate-modules checks: every option documented with the same type, default, choices."""
+    options = yaml.safe_load(gpu_validate.DOCUMENTATION)["options"]
+    assert set(options) == set(gpu_validate.ARGUMENT_SPEC)
+    for name, spec in gpu_validate.ARGUMENT_SPEC.items():
+        doc = options[name]
+        assert doc["type"] == spec["type"], name
+        assert doc.get("default") == spec.get("default"), name
+        assert doc.get("choices") == spec.get("choices"), name
+        assert doc.get("elements") == spec.get("elements"), name
+    assert set(nvml.CHECK_OPTIONS) <= set(gpu_validate.ARGUMENT_SPEC)
+    yaml.safe_load(gpu_validate.EXAMPLES)
+    yaml.safe_load(gpu_validate.RETURN)

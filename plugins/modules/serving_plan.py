@@ -1,0 +1,297 @@
+#!/usr/bin/python
+# Copyright: contributors to llmops.inference
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+---
+module: serving_plan
+short_description: Size a model to its GPUs and choose vLLM's memory arguments
+description:
+  - Reads a model's shape (C(config.json) and safetensors headers, or a GGUF header) or takes it as parameters,
+    and computes per-GPU weight bytes, KV cache bytes per token, KV cache capacity in tokens under
+    O(gpu_memory_utilization), the maximum concurrency at O(max_model_len) and the smallest tensor-parallel size that fits.
+  - Returns ready vLLM arguments (keys are vLLM CLI flags with underscores) and a readable explanation,
+    or refuses with the reason and what would fit (a shorter O(max_model_len), more GPUs, a quantization).
+  - The memory model mirrors vLLM 0.32's start-up accounting; see docs/serving_plan.md for every estimate and its source.
+  - Read-only; never changes the host.
+version_added: 0.1.0
+author:
+  - llmops.inference contributors
+options:
+  model_path:
+    description:
+      - A Hugging Face model directory (with C(config.json); weight bytes come from the safetensors headers or
+        C(model.safetensors.index.json)) or a C(.gguf) file, on the managed host.
+      - Mutually exclusive with O(model_config).
+    type: path
+  model_config:
+    description:
+      - The content of a model's C(config.json), for a model that is not on the host. Combine with
+        O(weight_bytes), or O(parameters) and O(quantization).
+    type: dict
+  weight_bytes:
+    description:
+      - Total weight bytes (an integer or a size such as V(16GB), V(14.96GiB)). Overrides what the files say.
+    type: str
+  parameters:
+    description:
+      - Parameter count (for example V(8.03e9)), used with O(quantization) when the weights are estimated.
+        Without it the count is derived from O(model_config).
+    type: float
+  quantization:
+    description:
+      - V(auto) uses the checkpoint's own (C(quantization_config) or the GGUF file type).
+      - V(fp8) and V(bitsandbytes) on an unquantized checkpoint are quantized by vLLM at load time and returned in
+        RV(vllm_args); V(awq), V(gptq) and V(gguf:q4_k_m)-style GGUF types are what-ifs that need such a checkpoint.
+    type: str
+    default: auto
+  dtype:
+    description:
+      - Serving dtype of weights and activations. V(auto) follows the checkpoint (float32 checkpoints are served in bfloat16).
+    type: str
+    choices: [auto, bfloat16, float16, float32]
+    default: auto
+  device:
+    description:
+      - V(gpu) sizes against GPU memory. V(cpu) mirrors vLLM-CPU, whose KV cache is exactly O(cpu_kvcache_space) GiB.
+    type: str
+    choices: [gpu, cpu]
+    default: gpu
+  gpus:
+    description:
+      - The GPUs to size for, usually C(ansible_facts.nvidia.gpus) from P(llmops.inference.gpu_validate#module)
+        (each item's C(memory_total)), or a plain list of memory sizes (V(80GiB), V(81559MiB), or bytes).
+      - The smallest GPU sets the per-GPU budget (vLLM gives every tensor-parallel rank the same KV cache).
+    type: list
+    elements: raw
+  gpu_count:
+    description:
+      - Number of GPUs to use (of O(gpus), or of identical O(gpu_memory) GPUs). Defaults to all of O(gpus), or 1.
+    type: int
+  gpu_memory:
+    description:
+      - Memory of each GPU when O(gpus) is not given (V(24GiB), V(80GB), V(81559MiB), or bytes).
+    type: str
+  cpu_kvcache_space:
+    description:
+      - With O(device=cpu), GiB of KV cache (vLLM-CPU's C(VLLM_CPU_KVCACHE_SPACE)).
+    type: int
+  max_model_len:
+    description:
+      - Context length to serve. Unset, the model's own length, lowered to the largest that fits when it does not.
+        Set, the plan refuses when it does not fit.
+    type: int
+  tensor_parallel_size:
+    description:
+      - Fixed tensor-parallel size. Unset, the smallest valid size (1, 2, 4, 8, ... up to the GPU count) that fits.
+    type: int
+  gpu_memory_utilization:
+    description:
+      - Fraction of each GPU's total memory vLLM may use (weights, activations, KV cache).
+    type: float
+    default: 0.9
+  max_num_seqs:
+    description:
+      - Maximum concurrent sequences. Unset, vLLM's default capped by what the KV cache holds at O(avg_seq_len).
+    type: int
+  max_num_batched_tokens:
+    description:
+      - Tokens per scheduler step (prefill chunk). Unset, vLLM's default (8192 on GPUs of 70 GiB or more,
+        2048 otherwise and on CPU), capped by the KV capacity.
+    type: int
+  kv_cache_dtype:
+    description:
+      - KV cache dtype. V(auto) is the model dtype; V(fp8) halves KV bytes per token.
+    type: str
+    choices: [auto, fp8, fp8_e4m3, fp8_e5m2]
+    default: auto
+  block_size:
+    description:
+      - KV cache block size in tokens. Unset, vLLM's default (16 on GPU, 128 on CPU, 16 for MLA on CPU).
+    type: int
+  min_concurrency:
+    description:
+      - Number of full-length (O(max_model_len)) requests the KV cache must hold for the plan to fit.
+    type: float
+    default: 1.0
+  avg_seq_len:
+    description:
+      - Typical prompt plus output tokens of a request, used to cap O(max_num_seqs). Defaults to min(max_model_len, 2048).
+    type: int
+  enforce_eager:
+    description:
+      - Plan for vLLM's C(--enforce-eager) (no CUDA graph memory).
+    type: bool
+    default: false
+  fail_on_unfit:
+    description:
+      - Fail the task when the model does not fit. With V(false), return RV(fits=false) and the reason.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - Weight bytes are exact when read from safetensors or GGUF headers; activation peak, non-torch memory and CUDA graph
+    memory are estimates calibrated on published vLLM start-up logs. The KV cache token figure is vLLM's own arithmetic
+    and was checked equal to vLLM-CPU 0.32's logged capacity for two model shapes.
+"""
+
+EXAMPLES = r"""
+- name: Plan the model on the host's GPUs (facts from gpu_validate)
+  llmops.inference.serving_plan:
+    model_path: /srv/models/Meta-Llama-3-8B-Instruct
+    gpus: "{{ ansible_facts.nvidia.gpus }}"
+    max_model_len: 8192
+  register: plan
+
+- name: Pass the chosen arguments to vLLM
+  ansible.builtin.debug:
+    msg: "{{ plan.vllm_args }}"
+
+- name: What does a 70B AWQ model need on 48 GB cards?
+  llmops.inference.serving_plan:
+    model_config: "{{ lookup('ansible.builtin.file', 'llama3-70b-config.json') | from_json }}"
+    parameters: 70.55e9
+    quantization: awq
+    gpu_memory: 48GiB
+    gpu_count: 2
+    fail_on_unfit: false
+  register: what_if
+
+- name: Size vLLM-CPU's KV cache
+  llmops.inference.serving_plan:
+    model_path: /srv/models/smollm2-135m-instruct
+    device: cpu
+    cpu_kvcache_space: 1
+"""
+
+RETURN = r"""
+fits:
+  description: Whether the model fits with the returned arguments.
+  returned: always
+  type: bool
+reason:
+  description: Why it does not fit (null when it fits).
+  returned: always
+  type: str
+suggestions:
+  description: What would fit instead (a max_model_len, a tensor_parallel_size, a quantization, an fp8 KV cache).
+  returned: always
+  type: list
+  elements: str
+vllm_args:
+  description: vLLM arguments, keys named as its CLI flags with underscores (max_model_len, tensor_parallel_size,
+    gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, kv_cache_dtype, and quantization, block_size,
+    enforce_eager when they apply). Empty when it does not fit.
+  returned: always
+  type: dict
+  sample: {"max_model_len": 8192, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_num_seqs": 256,
+           "max_num_batched_tokens": 2048, "kv_cache_dtype": "auto"}
+vllm_env:
+  description: Environment for vLLM (C(VLLM_CPU_KVCACHE_SPACE) with O(device=cpu)).
+  returned: always
+  type: dict
+kv_cache_tokens:
+  description: KV cache capacity in tokens, as vLLM logs it (C(KV cache size, N tokens)).
+  returned: always
+  type: int
+kv_cache_blocks:
+  description: KV cache blocks per GPU.
+  returned: always
+  type: int
+kv_bytes_per_token:
+  description: KV cache bytes per token per GPU, all layers.
+  returned: always
+  type: int
+max_concurrency:
+  description: Requests of max_model_len tokens the KV cache holds at once.
+  returned: always
+  type: float
+tensor_parallel_size:
+  description: Chosen (or given) tensor-parallel size.
+  returned: always
+  type: int
+max_model_len:
+  description: Chosen (or given) context length.
+  returned: always
+  type: int
+memory:
+  description: Bytes per GPU, total, requested (total x utilization), weights, activation, non_torch, cudagraph, kv_cache.
+  returned: always
+  type: dict
+model:
+  description: The model shape the plan used (architecture, layers, heads, head_dim, dtype, quantization, weight bytes and their source).
+  returned: always
+  type: dict
+explanation:
+  description: The plan in readable lines, each figure with its source.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.llmops.inference.plugins.module_utils.serving_plan import PlanError, plan
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            model_path=dict(type="path"),
+            model_config=dict(type="dict"),
+            weight_bytes=dict(type="str"),
+            parameters=dict(type="float"),
+            quantization=dict(type="str", default="auto"),
+            dtype=dict(type="str", default="auto", choices=["auto", "bfloat16", "float16", "float32"]),
+            device=dict(type="str", default="gpu", choices=["gpu", "cpu"]),
+            gpus=dict(type="list", elements="raw"),
+            gpu_count=dict(type="int"),
+            gpu_memory=dict(type="str"),
+            cpu_kvcache_space=dict(type="int"),
+            max_model_len=dict(type="int"),
+            tensor_parallel_size=dict(type="int"),
+            gpu_memory_utilization=dict(type="float", default=0.9),
+            max_num_seqs=dict(type="int"),
+            max_num_batched_tokens=dict(type="int"),
+            kv_cache_dtype=dict(type="str", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
+            block_size=dict(type="int"),
+            min_concurrency=dict(type="float", default=1.0),
+            avg_seq_len=dict(type="int"),
+            enforce_eager=dict(type="bool", default=False),
+            fail_on_unfit=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[("model_path", "model_config")],
+        required_one_of=[("model_path", "model_config")],
+        required_if=[("device", "cpu", ("cpu_kvcache_space",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        result = plan(
+            model_path=p["model_path"], model_config=p["model_config"], weight_bytes=p["weight_bytes"],
+            parameters=p["parameters"], quantization=p["quantization"], dtype=p["dtype"],
+            gpus=p["gpus"], gpu_count=p["gpu_count"], gpu_memory=p["gpu_memory"], device=p["device"],
+            cpu_kvcache_space=p["cpu_kvcache_space"], max_model_len=p["max_model_len"],
+            tensor_parallel_size=p["tensor_parallel_size"], gpu_memory_utilization=p["gpu_memory_utilization"],
+            max_num_seqs=p["max_num_seqs"], max_num_batched_tokens=p["max_num_batched_tokens"],
+            kv_cache_dtype=p["kv_cache_dtype"], block_size=p["block_size"], min_concurrency=p["min_concurrency"],
+            avg_seq_len=p["avg_seq_len"], enforce_eager=p["enforce_eager"],
+        )
+    except (PlanError, ValueError, OSError) as exc:
+        module.fail_json(msg="serving_plan: %s" % exc)
+    result.pop("device", None)
+    if not result["fits"] and p["fail_on_unfit"]:
+        module.fail_json(msg="serving_plan: the model does not fit: %s. What would fit: %s"
+                         % (result["reason"], "; ".join(result["suggestions"])), changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import threading
@@ -47,7 +48,7 @@ MANIFEST_NAME = ".llmops-manifest.json"
 MANIFEST_FORMAT = 1
 RESERVED_NAMES = (STAGING_DIR, MANIFEST_NAME)
 DEFAULT_ENDPOINT = "https://huggingface.co"
-CHUNK_SIZE = 8 * 1024 * 1024
+CHUNK_SIZE = 4 * 1024 * 1024
 USER_AGENT = "llmops.inference-model_fetch/1"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -137,20 +138,68 @@ class StreamHasher:
 
 
 def hash_file(path, git_size=None, limit=None, hasher=None, chunk_size=CHUNK_SIZE):
-    """Hash a file (or its first ``limit`` bytes) in one pass with a reused buffer."""
+    """Hash a file (or its first ``limit`` bytes) in one pass over reused buffers.
+
+    Files larger than two chunks are read by a helper thread while this thread hashes the previous buffer
+    (both release the GIL), so the copy out of the page cache or the disk wait overlaps hashing.
+    """
     hasher = hasher or StreamHasher(git_size)
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
-    remaining = limit
     with open(path, "rb", buffering=0) as f:
-        while remaining is None or remaining > 0:
-            want = chunk_size if remaining is None else min(chunk_size, remaining)
-            n = f.readinto(view[:want])
-            if not n:
-                break
-            hasher.update(view[:n])
-            if remaining is not None:
+        total = os.fstat(f.fileno()).st_size if limit is None else min(limit, os.fstat(f.fileno()).st_size)
+        try:
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+        if total <= 2 * chunk_size:
+            buf = bytearray(chunk_size)
+            view = memoryview(buf)
+            remaining = total
+            while remaining > 0:
+                n = f.readinto(view[:min(chunk_size, remaining)])
+                if not n:
+                    break
+                hasher.update(view[:n])
                 remaining -= n
+            return hasher
+
+        free = queue.Queue()
+        for _ in range(3):
+            free.put(bytearray(chunk_size))
+        filled = queue.Queue()
+        failure = []
+
+        def read():
+            remaining = total
+            try:
+                while remaining > 0:
+                    buf = free.get()
+                    if buf is None:
+                        return
+                    n = f.readinto(memoryview(buf)[:min(chunk_size, remaining)])
+                    if not n:
+                        break
+                    filled.put((buf, n))
+                    remaining -= n
+            except Exception as exc:  # I/O error: reported by the hashing side
+                failure.append(exc)
+            finally:
+                filled.put(None)
+
+        reader = threading.Thread(target=read, name="model_fetch-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = filled.get()
+                if item is None:
+                    break
+                buf, n = item
+                hasher.update(memoryview(buf)[:n])
+                free.put(buf)
+        finally:
+            free.put(None)
+            reader.join()
+        if failure:
+            raise failure[0]
     return hasher
 
 
@@ -631,23 +680,14 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
                     if spec.size is not None and expected_len is not None and offset + expected_len != spec.size:
                         raise PermanentError("%s: server offers %d bytes from offset %d, expected size is %d"
                                              % (spec.path, expected_len, offset, spec.size), url=spec.url)
-                    raw = resp.raw
-                    # read1 hands over whatever has arrived, so a dropped connection loses no received bytes
-                    # (read(n) would discard up to n bytes with the IncompleteRead).
-                    reader = getattr(raw, "read1", None) or raw.read
                     with open(staging, mode, buffering=0) as out:
-                        while True:
-                            try:
-                                chunk = reader(opts.chunk_size, decode_content=True)
-                            except Exception as exc:  # urllib3 ProtocolError/ReadTimeout etc.
-                                raise TransientError("%s: connection broken after %d bytes: %s" % (spec.path, offset + progressed, exc)) from exc
-                            if not chunk:
-                                break
-                            hasher.update(chunk)
-                            out.write(chunk)
-                            progressed += len(chunk)
-                            if progress is not None:
-                                progress.add(len(chunk))
+                        counter = [0]
+                        try:
+                            _pump(resp, out, hasher, chunk_size=opts.chunk_size, counter=counter, progress=progress)
+                        except Exception as exc:  # urllib3 ProtocolError, IncompleteRead, timeouts, resets
+                            progressed = counter[0]
+                            raise TransientError("%s: connection broken after %d bytes: %s" % (spec.path, offset + progressed, exc)) from exc
+                        progressed = counter[0]
                         if spec.size is not None and offset + progressed < spec.size:
                             raise TransientError("%s: short read: %d of %d bytes" % (spec.path, offset + progressed, spec.size))
                         if expected_len is not None and progressed < expected_len:
@@ -687,6 +727,76 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
                 exc.details.setdefault("bytes_transferred", transferred)
                 raise
             time.sleep(min(opts.backoff_max, opts.backoff * (2 ** (failures - 1))))
+
+
+def _write_all(fd, view):
+    while len(view):
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
+    """Copy the response body to ``out`` while hashing it; ``counter[0]`` is the number of bytes written so far.
+
+    Fast path: the socket is read with readinto() into a few reused buffers while a second thread hashes and
+    writes the previous buffer (hashlib and os.write release the GIL), so receiving overlaps hashing and disk
+    writes, and no per-chunk allocation happens. It reads http.client's response under urllib3 (``raw._fp``);
+    when that is not available, or the body is content-encoded, a plain read1() loop does the same serially.
+    """
+    fd = out.fileno()
+    raw = resp.raw
+    fp = getattr(raw, "_fp", None)
+    encoding = resp.headers.get("Content-Encoding", "identity").lower()
+    if fp is None or not hasattr(fp, "readinto") or encoding not in ("", "identity"):
+        reader = getattr(raw, "read1", None) or raw.read
+        while True:
+            chunk = reader(chunk_size, decode_content=True)
+            if not chunk:
+                return
+            hasher.update(chunk)
+            _write_all(fd, memoryview(chunk))
+            counter[0] += len(chunk)
+            if progress is not None:
+                progress.add(len(chunk))
+
+    free = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(chunk_size))
+    filled = queue.Queue()
+    failure = []
+
+    def consume():
+        while True:
+            item = filled.get()
+            if item is None:
+                return
+            buf, n = item
+            try:
+                if not failure:
+                    view = memoryview(buf)[:n]
+                    hasher.update(view)
+                    _write_all(fd, view)
+                    counter[0] += n
+                    if progress is not None:
+                        progress.add(n)
+            except Exception as exc:  # disk full, I/O error: stop the reader too
+                failure.append(exc)
+            free.put(buf)
+
+    worker = threading.Thread(target=consume, name="model_fetch-writer", daemon=True)
+    worker.start()
+    try:
+        while not failure:
+            buf = free.get()
+            n = fp.readinto(buf)  # fills the buffer unless the body ends (or breaks: then the rest is returned first)
+            if not n:
+                break
+            filled.put((buf, n))
+    finally:
+        filled.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
 
 
 def git_blob_sha1_of_file(path, size):

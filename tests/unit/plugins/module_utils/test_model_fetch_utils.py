@@ -211,3 +211,63 @@ def test_human_bytes():
     assert mf.human_bytes(512) == "512 B"
     assert mf.human_bytes(3 * 1024 * 1024) == "3.0 MiB"
     assert mf.human_bytes(2 * 1024 ** 4) == "2.0 TiB"
+
+
+class _FakeHttplibResponse:
+    """Stands in for http.client.HTTPResponse: readinto() fills, then returns the rest, then 0."""
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def readinto(self, b):
+        n = min(len(b), len(self.data) - self.pos)
+        b[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+class _FakeRaw:
+    def __init__(self, data, fast):
+        if fast:
+            self._fp = _FakeHttplibResponse(data)
+        self.data = data
+        self.pos = 0
+
+    def read1(self, n, decode_content=True):
+        chunk = self.data[self.pos:self.pos + min(n, 777)]
+        self.pos += len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_pump_copies_and_hashes(tmp_path, fast, encoding):
+    data = os.urandom(10_000)
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    resp = types.SimpleNamespace(raw=_FakeRaw(data, fast), headers=headers)
+    hasher = mf.StreamHasher(git_size=len(data))
+    counter = [0]
+    progress = mf._Progress()
+    with open(tmp_path / "out", "wb", buffering=0) as out:
+        mf._pump(resp, out, hasher, chunk_size=1024, counter=counter, progress=progress)
+    assert (tmp_path / "out").read_bytes() == data
+    assert counter[0] == progress.bytes == len(data)
+    assert hasher.digests() == {"sha256": hashlib.sha256(data).hexdigest(), "git-sha1": mf.git_blob_sha1(data)}
+
+
+def test_pump_keeps_bytes_received_before_a_failure(tmp_path):
+    data = os.urandom(5000)
+
+    class Breaking(_FakeHttplibResponse):
+        def readinto(self, b):
+            if self.pos >= 3000:
+                raise ConnectionResetError("peer reset")
+            return super().readinto(b)
+
+    raw = _FakeRaw(b"", True)
+    raw._fp = Breaking(data)
+    counter = [0]
+    with open(tmp_path / "out", "wb", buffering=0) as out, pytest.raises(ConnectionResetError):
+        mf._pump(types.SimpleNamespace(raw=raw, headers={}), out, mf.StreamHasher(), chunk_size=1000, counter=counter)
+    assert counter[0] == 3000 and (tmp_path / "out").read_bytes() == data[:3000]

@@ -448,8 +448,8 @@ def make_plan(shape, *, gpus=None, gpu_count=None, gpu_memory=None, device="gpu"
         m["architecture"], m["num_layers"], m["num_attention_heads"], m["num_kv_heads"], m["head_dim"], m["dtype"],
         (", quantization " + m["quantization"]) if m.get("quantization") else "", m.get("max_model_len")))
     lines.insert(1, "weights: %.2f GiB total (%s)" % (gib(m["weight_bytes"]), m["weight_source"]))
-    lines.append("KV cache per token: %d B per GPU = %d layers x %s (kv_cache_dtype %s)" % (
-        cap["kv_bytes_per_token"], m["num_layers"], kv_line, kv_cache_dtype))
+    lines.append("KV cache per token: %d B%s = %d layers x %s (kv_cache_dtype %s)" % (
+        cap["kv_bytes_per_token"], " per GPU" if device == "gpu" else "", m["num_layers"], kv_line, kv_cache_dtype))
     if m.get("sliding_window"):
         lines.append("sliding window %d on %d of %d layers (vLLM keeps window - 1 + max_num_batched_tokens tokens per request in those layers)"
                      % (m["sliding_window"], m["layer_types"].count("sliding"), m["num_layers"]))
@@ -465,9 +465,12 @@ def make_plan(shape, *, gpus=None, gpu_count=None, gpu_memory=None, device="gpu"
         if hw["memory"] - CUDA_CONTEXT_BYTES < r["requested"]:
             lines.append("warning: gpu_memory_utilization %.2f asks for more than the %.2f GiB free after the CUDA context; vLLM will refuse to start"
                          % (util, gib(hw["memory"] - CUDA_CONTEXT_BYTES)))
-    lines.append("KV capacity: %d blocks of %d tokens = %s tokens (vLLM logs 'KV cache size: %s tokens'%s); max concurrency at %d tokens: %.2fx"
-                 % (cap["num_blocks"], opts["block_size"], "{:,}".format(cap["tokens"]), "{:,}".format(cap["tokens"]),
-                    "" if cap["exact"] else ", estimate for sliding-window grouping", r["max_model_len"], cap["concurrency"]))
+    if r["kv_available_raw"] > 0:
+        lines.append("KV capacity: %d blocks of %d tokens = %s tokens (vLLM logs 'KV cache size: %s tokens'%s); max concurrency at %d tokens: %.2fx"
+                     % (cap["num_blocks"], opts["block_size"], "{:,}".format(cap["tokens"]), "{:,}".format(cap["tokens"]),
+                        "" if cap["exact"] else ", estimate for sliding-window grouping", r["max_model_len"], cap["concurrency"]))
+    else:
+        lines.append("KV capacity: none (vLLM stops with 'No available memory for the cache blocks')")
     if auto_len_note:
         lines.append(auto_len_note)
     if fits:

@@ -262,7 +262,7 @@ def _nvlink_active(read, pynvml, handle):
 
 
 GPU_FIELDS = (
-    "index", "name", "uuid", "pci_bus_id", "memory_total_mib", "memory_free_mib", "memory_used_mib",
+    "index", "name", "uuid", "pci_bus_id", "memory_total_mib", "memory_free_mib", "memory_used_mib", "memory_reserved_mib",
     "compute_capability", "architecture", "persistence_mode", "mig_mode_current", "mig_mode_pending",
     "ecc_mode_current", "ecc_mode_pending", "ecc_errors_uncorrected_volatile", "ecc_errors_uncorrected_aggregate",
     "remapped_rows_correctable", "remapped_rows_uncorrectable", "remapped_rows_pending", "remapped_rows_failed",
@@ -272,6 +272,23 @@ GPU_FIELDS = (
     "pcie_link_width_current", "pcie_link_width_max", "throttle_reasons_mask", "throttle_reasons",
     "numa_node", "nvlink_active_links", "processes",
 )
+
+
+def _memory(read, pynvml, handle):
+    """Memory info, v2 where the bindings and driver have it.
+
+    v2 reports driver-reserved memory apart, so ``used`` matches nvidia-smi
+    (0 MiB on an idle H100, where v1 says 480 MiB used); older drivers or
+    bindings fall back to v1 and ``memory_reserved_mib`` is null.
+    """
+    version = getattr(pynvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return pynvml.nvmlDeviceGetMemoryInfo(handle, version)
+        except Exception as exc:  # pylint: disable=broad-except
+            if not _is_nvml_error(pynvml, exc):
+                raise
+    return read("memory", "nvmlDeviceGetMemoryInfo", handle)
 
 
 def _gpu_facts(pynvml, index, process_name):
@@ -287,7 +304,7 @@ def _gpu_facts(pynvml, index, process_name):
         return facts
 
     pci = read("pci_bus_id", "nvmlDeviceGetPciInfo", handle)
-    memory = read("memory", "nvmlDeviceGetMemoryInfo", handle)
+    memory = _memory(read, pynvml, handle)
     capability = read("compute_capability", "nvmlDeviceGetCudaComputeCapability", handle)
     arch = read("architecture", "nvmlDeviceGetArchitecture", handle)
     mig = read("mig_mode", "nvmlDeviceGetMigMode", handle)
@@ -310,6 +327,7 @@ def _gpu_facts(pynvml, index, process_name):
         "memory_total_mib": _mib(memory.total) if memory is not None else None,
         "memory_free_mib": _mib(memory.free) if memory is not None else None,
         "memory_used_mib": _mib(memory.used) if memory is not None else None,
+        "memory_reserved_mib": _mib(getattr(memory, "reserved", None)),
         "compute_capability": "%d.%d" % tuple(capability) if capability is not None else None,
         "architecture": ARCHITECTURES.get(arch, "unknown_%s" % arch) if arch is not None else None,
         "persistence_mode": _enabled(read("persistence_mode", "nvmlDeviceGetPersistenceMode", handle)),

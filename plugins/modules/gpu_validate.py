@@ -108,11 +108,19 @@ seealso:
     description: The NVIDIA Management Library that C(nvidia-smi) is built on.
     link: https://docs.nvidia.com/deploy/nvml-api/
 attributes:
+  action_group:
+    description: Use C(group/llmops.inference.inference) in C(module_defaults) to set its defaults.
+    support: full
+    membership:
+      - llmops.inference.inference
   check_mode:
+    description: Only reads, so it runs for real in check mode.
     support: full
   diff_mode:
+    description: Nothing changes, so there is no diff.
     support: none
   facts:
+    description: Returns C(ansible_facts.nvidia).
     support: full
 """
 
@@ -142,10 +150,15 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ ansible_facts.nvidia.driver_version }} {{ ansible_facts.nvidia.gpus[0].name | default('no GPU') }}"
 
-# A failing threshold, as seen on an H100 80GB HBM3 (driver 580.105.08):
-#   "1 GPU check(s) failed:
-#    - [min_memory_mib] GPU 0 (NVIDIA H100 80GB HBM3, 00000000:00:0A.0): 81559 MiB total memory
-#      is less than the 200000 MiB required (measured: 81559, threshold: 200000)"
+# Failing thresholds, as the module reported them on a real H100 80GB HBM3 (driver 580.159.04)
+# with min_memory_mib=200000 min_driver_version=999 min_temperature_margin_c=80:
+#   3 GPU check(s) failed:
+#   - [min_driver_version] NVIDIA driver 580.159.04 is older than the required 999; install driver >= 999
+#     (role nvidia_driver) and reboot (measured: 580.159.04, threshold: 999)
+#   - [min_memory_mib] GPU 0 (NVIDIA H100 80GB HBM3, 00000000:00:06.0): 81559 MiB total memory is less than
+#     the 200000 MiB required (measured: 81559, threshold: 200000)
+#   - [temperature_margin] GPU 0 (NVIDIA H100 80GB HBM3, 00000000:00:06.0): 48 C is 41 C below the 89 C
+#     slowdown threshold (need >= 80 C); check cooling and airflow before loading it (measured: 41, threshold: 80)
 """
 
 RETURN = r"""
@@ -159,7 +172,8 @@ ansible_facts:
         - C(available), C(reason), C(message), C(hint) (why NVML could not answer, C(null) when it did),
           C(driver_version), C(cuda_driver_version), C(nvml_version), C(gpu_count) and C(gpus).
         - Each GPU holds C(index), C(name), C(uuid), C(pci_bus_id), C(memory_total_mib), C(memory_free_mib),
-          C(memory_used_mib), C(compute_capability), C(architecture), C(persistence_mode), C(mig_mode_current),
+          C(memory_used_mib), C(memory_reserved_mib) (driver-reserved, apart from used as in C(nvidia-smi); null with
+          NVML before memory info v2), C(compute_capability), C(architecture), C(persistence_mode), C(mig_mode_current),
           C(mig_mode_pending), C(ecc_mode_current), C(ecc_mode_pending), C(ecc_errors_uncorrected_volatile),
           C(ecc_errors_uncorrected_aggregate), C(remapped_rows_correctable), C(remapped_rows_uncorrectable),
           C(remapped_rows_pending), C(remapped_rows_failed), C(retired_pages_single_bit), C(retired_pages_double_bit),
@@ -169,6 +183,7 @@ ansible_facts:
           C(numa_node), C(nvlink_active_links), C(processes) (C(pid), C(name), C(used_memory_mib)),
           C(unsupported_fields) and C(field_errors).
         - Fields NVML does not support on the device are C(null).
+        - The sample is the real answer of an H100 80GB HBM3 host (driver 580.159.04).
       type: dict
       returned: always
       sample:
@@ -176,18 +191,19 @@ ansible_facts:
         reason: null
         message: null
         hint: null
-        driver_version: "580.105.08"
+        driver_version: "580.159.04"
         cuda_driver_version: "13.0"
-        nvml_version: "13.580.105.08"
+        nvml_version: "13.580.159.04"
         gpu_count: 1
         gpus:
           - index: 0
             name: NVIDIA H100 80GB HBM3
-            uuid: GPU-6d3c0a7e-0000-0000-0000-000000000000
-            pci_bus_id: "00000000:00:0A.0"
+            uuid: GPU-f26a2ca7-3438-7f15-022e-94b45eea00db
+            pci_bus_id: "00000000:00:06.0"
             memory_total_mib: 81559
-            memory_free_mib: 81080
-            memory_used_mib: 479
+            memory_free_mib: 81079
+            memory_used_mib: 0
+            memory_reserved_mib: 480
             compute_capability: "9.0"
             architecture: hopper
             persistence_mode: true
@@ -204,11 +220,11 @@ ansible_facts:
             retired_pages_single_bit: null
             retired_pages_double_bit: null
             retired_pages_pending: null
-            temperature_c: 31
-            temperature_slowdown_c: 87
-            temperature_shutdown_c: 92
+            temperature_c: 48
+            temperature_slowdown_c: 89
+            temperature_shutdown_c: 95
             fan_speed_percent: null
-            power_draw_w: 71.3
+            power_draw_w: 79.7
             power_limit_w: 700.0
             pcie_link_gen_current: 5
             pcie_link_gen_max: 5
@@ -254,7 +270,7 @@ msg:
   description: A summary; one line per failed check with measured value and threshold.
   returned: always
   type: str
-  sample: "all 9 GPU checks passed"
+  sample: "all 11 GPU checks passed"
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

@@ -77,10 +77,31 @@ MIB = 1024 * 1024
 
 
 class Memory:
-    def __init__(self, total, used):
+    """nvmlMemory_t (v1: used includes driver-reserved memory) or nvmlMemory_v2_t."""
+
+    def __init__(self, total, used, reserved=0, version=None):
         self.total = total
-        self.used = used
-        self.free = total - used
+        self.free = total - used - reserved
+        if version is None:
+            self.used = used + reserved
+        else:
+            self.version = version
+            self.reserved = reserved
+            self.used = used
+
+
+NVML_MEMORY_V2 = 0x02000028
+
+
+def memory_info(total_mib, used_mib, reserved_mib):
+    """nvmlDeviceGetMemoryInfo(handle[, version]) answering like driver 580."""
+
+    def answer(version=None):
+        if version not in (None, NVML_MEMORY_V2):
+            raise NVMLError(ERROR_CODES["INVALID_ARGUMENT"][0])
+        return Memory(total_mib * MIB, used_mib * MIB, reserved_mib * MIB, version)
+
+    return answer
 
 
 class PciInfo:
@@ -105,7 +126,8 @@ def h100(**overrides):
             "nvmlDeviceGetName": "NVIDIA H100 80GB HBM3",
             "nvmlDeviceGetUUID": "GPU-11111111-2222-3333-4444-555555555555",
             "nvmlDeviceGetPciInfo": PciInfo(b"00000000:00:0A.0"),
-            "nvmlDeviceGetMemoryInfo": Memory(81559 * MIB, 479 * MIB),
+            # Measured on the H100 host: 81559 total, 81079 free, 480 reserved, 0 used.
+            "nvmlDeviceGetMemoryInfo": memory_info(81559, 0, 480),
             "nvmlDeviceGetCudaComputeCapability": (9, 0),
             "nvmlDeviceGetArchitecture": 9,
             "nvmlDeviceGetPersistenceMode": 1,
@@ -167,6 +189,7 @@ def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None,
     handle_errors = handle_errors or {}
     mod = types.ModuleType("pynvml")
     mod.NVMLError = NVMLError
+    mod.nvmlMemory_v2 = NVML_MEMORY_V2
     for cls_name, cls in ERROR_CLASSES.items():
         setattr(mod, cls_name, cls)
     for err_name, (code, _text) in ERROR_CODES.items():
@@ -281,6 +304,7 @@ def test_fake_matches_real_pynvml():
                                    "nvmlSystemGetNVMLVersion"):
         assert hasattr(real, name), name
         assert callable(getattr(fake, name))
+    assert real.nvmlMemory_v2 == NVML_MEMORY_V2
     # Argument counts the module_utils rely on.
     assert len(inspect.signature(real.nvmlDeviceGetTotalEccErrors).parameters) == 3
     assert len(inspect.signature(real.nvmlDeviceGetTemperatureThreshold).parameters) == 2

@@ -113,7 +113,8 @@ def test_h100_facts_and_unsupported_fields_are_null():
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
     assert gpu["uuid"] == "GPU-11111111-2222-3333-4444-555555555555"
     assert gpu["pci_bus_id"] == "00000000:00:0A.0"  # bytes from NVML, str in facts
-    assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_free_mib"]) == (81559, 479, 81080)
+    # v2 memory info, as nvidia-smi shows it: driver-reserved memory apart from used.
+    assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_free_mib"], gpu["memory_reserved_mib"]) == (81559, 0, 81079, 480)
     assert gpu["compute_capability"] == "9.0"
     assert gpu["architecture"] == "hopper"
     assert gpu["persistence_mode"] is True
@@ -152,6 +153,23 @@ def test_nvml_call_arguments():
     assert ("nvmlDeviceGetTemperature", handle, 0) in calls  # GPU sensor
     # Retired pages are asked once and not again after NotSupported.
     assert [c for c in module.calls if c[0].startswith("nvmlDeviceGetRetiredPages")] == [("nvmlDeviceGetRetiredPages", handle, 0)]
+
+
+def test_memory_falls_back_to_v1_without_v2_support():
+    # Old bindings: no nvmlMemory_v2 constant.
+    module = fake.make_fake([fake.h100()])
+    del module.nvmlMemory_v2
+    gpu = nvml.collect(module)["gpus"][0]
+    assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_free_mib"], gpu["memory_reserved_mib"]) == (81559, 480, 81079, None)
+    # Old driver: the v2 call answers FunctionNotFound.
+    def v1_only(version=None):
+        if version is not None:
+            raise fake.NVMLError(CODES["FUNCTION_NOT_FOUND"])
+        return fake.Memory(1000 * MIB, 10 * MIB, 5 * MIB)
+
+    gpu = collect([fake.h100(nvmlDeviceGetMemoryInfo=v1_only)])["gpus"][0]
+    assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_reserved_mib"]) == (1000, 15, None)
+    assert gpu["unsupported_fields"] == ["fan_speed_percent", "numa_node", "nvlink_active_links", "retired_pages"]
 
 
 def test_no_gpus():

@@ -104,8 +104,8 @@ def parse_size(value, name="size"):
 def gpu_memory_list(gpus):
     """Per-GPU total memory in bytes from gpu_validate facts or a plain list.
 
-    Items may be dicts (``memory_total`` in bytes or a size string, or
-    ``memory_total_mib``/``memory_total_bytes``) or sizes (see parse_size).
+    Items may be dicts (gpu_validate's ``memory_total_mib``, or
+    ``memory_total_bytes``, or ``memory_total`` as a size) or sizes (see parse_size).
     """
     out = []
     for i, g in enumerate(gpus or []):
@@ -118,7 +118,8 @@ def gpu_memory_list(gpus):
             elif g.get("memory_total") is not None:
                 out.append(parse_size(g["memory_total"], label + ".memory_total"))
             else:
-                raise PlanError("%s has no memory_total (gpu_validate facts) to size from" % label)
+                raise PlanError("%s has no memory_total_mib (gpu_validate facts), memory_total_bytes or memory_total to size from"
+                                " (NVML could not read its memory?)" % label)
         else:
             out.append(parse_size(g, label))
     return out

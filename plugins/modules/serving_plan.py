@@ -63,7 +63,8 @@ options:
   gpus:
     description:
       - The GPUs to size for, usually C(ansible_facts.nvidia.gpus) from P(llmops.inference.gpu_validate#module)
-        (each item's C(memory_total)), or a plain list of memory sizes (V(80GiB), V(81559MiB), or bytes).
+        (each item's C(memory_total_mib); C(memory_total_bytes) or C(memory_total) also work), or a plain list of
+        memory sizes (V(80GiB), V(81559MiB), bytes, or a bare number under 2097152 read as MiB as C(nvidia-smi) shows it).
       - The smallest GPU sets the per-GPU budget (vLLM gives every tensor-parallel rank the same KV cache).
     type: list
     elements: raw
@@ -131,11 +132,15 @@ options:
       - Fail the task when the model does not fit. With V(false), return RV(fits=false) and the reason.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Weight bytes are exact when read from safetensors or GGUF headers; activation peak, non-torch memory and CUDA graph
     memory are estimates calibrated on published vLLM start-up logs. The KV cache token figure is vLLM's own arithmetic

@@ -226,8 +226,12 @@ def test_gpu_facts_and_sizes():
     assert sp.parse_size(16 * GiB) == 16 * GiB
     with pytest.raises(sp.PlanError):
         sp.parse_size("lots")
-    with pytest.raises(sp.PlanError, match="memory_total"):
-        sp.gpu_memory_list([{"name": "H100"}])
+    with pytest.raises(sp.PlanError, match="memory_total_mib"):
+        sp.gpu_memory_list([{"name": "H100", "memory_total_mib": None}])
+    # The shape gpu_validate returns (plugins/module_utils/nvml.py): MiB, floored.
+    h100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559, "memory_free_mib": 81080}
+    r = sp.plan(model_config=LLAMA3_8B, gpus=[h100], max_model_len=8192)
+    assert r["fits"] and r["gpu_memory"] == 81559 * (1 << 20)
 
 
 def test_llama3_8b_on_h100_matches_published_vllm_budget():

@@ -41,7 +41,7 @@ def test_cpu_plan_in_check_mode(capsys):
 
 
 def test_gpu_facts_input(capsys):
-    facts = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total": 85520809984}]
+    facts = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559}]
     code, out = run_module({"model_config": SMOLLM2, "weight_bytes": "269060552", "gpus": facts}, capsys)
     assert code == 0
     assert out["vllm_args"]["gpu_memory_utilization"] == 0.9

@@ -639,6 +639,7 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
     resumed = False
     restarted = False
     attempts = 0
+    carried = None
     while True:
         attempts += 1
         progressed = 0
@@ -650,9 +651,13 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
             if spec.size is not None and offset > spec.size:
                 os.unlink(staging)
                 offset = 0
-            hasher = StreamHasher(spec.git_size)
-            if offset:
-                hash_file(staging, hasher=hasher, chunk_size=opts.chunk_size)  # the bytes already here, once
+            if carried is not None and carried.count == offset:
+                hasher = carried  # a retry in this run: the partial's bytes are already hashed
+            else:
+                hasher = StreamHasher(spec.git_size)
+                if offset:
+                    hash_file(staging, hasher=hasher, chunk_size=opts.chunk_size)  # the bytes already here, once
+            carried = None
             if spec.size is None or offset < spec.size:
                 resp = _open_stream(session, spec, offset, opts)
                 try:
@@ -660,7 +665,7 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
                         # Our partial is at or past the server's end: start over.
                         os.unlink(staging)
                         restarted = True
-                        raise TransientError("%s: server refused the resume range (416); restarting" % spec.path)
+                        continue
                     _raise_for_http(resp, spec.url, bool(opts.token and spec.auth))
                     mode = "ab"
                     if offset and resp.status_code == 206:
@@ -684,9 +689,15 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
                         counter = [0]
                         try:
                             _pump(resp, out, hasher, chunk_size=opts.chunk_size, counter=counter, progress=progress)
+                        except _WriteError as exc:
+                            progressed = counter[0]
+                            raise PermanentError("%s: cannot write %s: %s" % (spec.path, staging, exc.error), path=spec.path) from exc.error
                         except Exception as exc:  # urllib3 ProtocolError, IncompleteRead, timeouts, resets
                             progressed = counter[0]
+                            carried = hasher
                             raise TransientError("%s: connection broken after %d bytes: %s" % (spec.path, offset + progressed, exc)) from exc
+                        progressed = counter[0]
+                        carried = hasher
                         progressed = counter[0]
                         if spec.size is not None and offset + progressed < spec.size:
                             raise TransientError("%s: short read: %d of %d bytes" % (spec.path, offset + progressed, spec.size))
@@ -729,10 +740,21 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
             time.sleep(min(opts.backoff_max, opts.backoff * (2 ** (failures - 1))))
 
 
+class _WriteError(Exception):
+    """A local write failed (disk full, I/O error): not worth a network retry."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _write_all(fd, view):
-    while len(view):
-        n = os.write(fd, view)
-        view = view[n:]
+    try:
+        while len(view):
+            n = os.write(fd, view)
+            view = view[n:]
+    except OSError as exc:
+        raise _WriteError(exc) from exc
 
 
 def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
@@ -779,7 +801,7 @@ def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
                     counter[0] += n
                     if progress is not None:
                         progress.add(n)
-            except Exception as exc:  # disk full, I/O error: stop the reader too
+            except Exception as exc:  # disk full (_WriteError), hashing error: stop the reader too
                 failure.append(exc)
             free.put(buf)
 

@@ -308,8 +308,6 @@ def run_module(module):
         pynvml = nvml.import_pynvml()
         facts = nvml.collect(pynvml)
     except nvml.NvmlUnavailable as exc:
-        if exc.code == "pynvml_missing":
-            exc.message = "%s: %s" % (missing_required_lib(nvml.PIP_NAME), exc.message)
         facts = nvml.unavailable_facts(exc)
 
     checks = nvml.evaluate(facts, thresholds, gpu_required=params["gpu_required"])
@@ -323,6 +321,8 @@ def run_module(module):
     }
     if not facts["available"] and not params["gpu_required"]:
         result["msg"] = "no usable NVIDIA GPU (%s), and none is required: %s" % (facts["reason"], facts["message"])
+    if failed and facts["reason"] == "pynvml_missing":
+        result["msg"] = "%s\n%s" % (missing_required_lib(nvml.PIP_NAME), result["msg"])
     if failed and params["enforce"]:
         module.fail_json(**result)
     module.exit_json(**result)

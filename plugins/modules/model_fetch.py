@@ -136,7 +136,7 @@ options:
   timeout:
     description: Connect and read timeout in seconds for each request.
     type: float
-    default: 30
+    default: 30.0
   validate_certs:
     description: Verify TLS certificates.
     type: bool
@@ -318,7 +318,7 @@ def argument_spec():
         parallel=dict(type="int", default=4),
         retries=dict(type="int", default=5),
         backoff=dict(type="float", default=1.0),
-        timeout=dict(type="float", default=30),
+        timeout=dict(type="float", default=30.0),
         validate_certs=dict(type="bool", default=True),
         ca_path=dict(type="path"),
         prune=dict(type="bool", default=True),

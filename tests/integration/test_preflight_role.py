@@ -33,12 +33,14 @@ def nvml_loads():
 pytestmark = pytest.mark.skipif(nvml_loads(), reason="this machine has a working NVIDIA driver; these tests cover GPU-less hosts")
 
 
-def preflight(extra_vars, check=False):
+def preflight(extra_vars, check=False, pythonpath=None):
     """Run the playbook; return (rc, tasks by name -> localhost result)."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0",
                ANSIBLE_DEPRECATION_WARNINGS="0")
     env.pop("ANSIBLE_CONFIG", None)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     extra = dict({"ansible_python_interpreter": sys.executable, "llmops_target_hosts": "all"}, **extra_vars)
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", json.dumps(extra),
            str(REPO_ROOT / "playbooks" / "preflight.yml")]
@@ -110,3 +112,46 @@ def test_report_only_and_missing_driver_deferred():
     gpu = next(c for c in result["checks"] if c["check"] == "gpu.nvml")
     assert gpu["status"] == "deferred"
     assert "preflight_gpu_allow_missing_driver" in gpu["msg"]
+
+
+FAKE = REPO_ROOT / "tests" / "unit" / "plugins" / "module_utils" / "test_gpu_fake_pynvml.py"
+
+
+@pytest.fixture
+def hot_gpu(tmp_path):
+    """A pynvml on the module's path answering like an H100 at 85 C (4 C below its 89 C slowdown).
+
+    The only fake here: there is no GPU on this machine. The module, the role
+    and Ansible around it are real.
+    """
+    (tmp_path / "pynvml.py").write_text(
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('llmops_fake_pynvml_impl', %r)\n"
+        "impl = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(impl)\n"
+        "sys.modules['pynvml'] = impl.make_fake([impl.h100(nvmlDeviceGetTemperature=lambda sensor: 85)])\n" % str(FAKE)
+    )
+    return tmp_path
+
+
+def test_gpu_failure_names_its_variable_and_fails_the_host(hot_gpu):
+    rc, tasks = preflight({"preflight_gpu_required": True}, pythonpath=hot_gpu)
+    assert rc == 2
+    result = result_of(tasks)
+    assert result["nvidia"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert [c["check"] for c in result["failures"]] == ["gpu.temperature_margin[0]"]
+    msg = tasks["Report | Fail once with every problem of this host"]["msg"]
+    assert "85 C is 4 C below the 89 C slowdown threshold (need >= 10 C)" in msg
+    assert "preflight_gpu_min_temperature_margin_c" in msg
+    passed = {c["check"] for c in result["checks"] if c["status"] == "passed"}
+    assert {"gpu.min_cuda_driver_version", "gpu.min_gpu_count", "gpu.mig_mode[0]", "gpu.foreign_processes[0]"} <= passed
+
+
+def test_gpu_problems_only_warn_when_no_gpu_is_required(hot_gpu):
+    rc, tasks = preflight({"preflight_gpu_required": False}, pythonpath=hot_gpu)
+    assert rc == 0
+    result = result_of(tasks)
+    assert result["failures"] == []
+    warning = next(c for c in result["checks"] if c["check"] == "gpu.temperature_margin[0]")
+    assert warning["status"] == "warning"
+    assert "preflight_gpu_required=false" in warning["msg"]

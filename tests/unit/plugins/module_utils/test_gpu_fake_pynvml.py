@@ -116,7 +116,8 @@ class Process:
 
 
 def h100(**overrides):
-    """A GPU as NVML answered on the real H100 80GB HBM3 host (driver 580).
+    """A GPU as NVML answered on the real H100 80GB HBM3 host (driver 580.159.04, 2026-11-25;
+    benchmarks/results/gpu_validate_h100/gpu_validate.json).
 
     ``values`` maps an NVML function name to its answer (or to a callable of the
     call's extra arguments); ``raises`` maps a function name to an NVML code.
@@ -124,8 +125,8 @@ def h100(**overrides):
     gpu = {
         "values": {
             "nvmlDeviceGetName": "NVIDIA H100 80GB HBM3",
-            "nvmlDeviceGetUUID": "GPU-11111111-2222-3333-4444-555555555555",
-            "nvmlDeviceGetPciInfo": PciInfo(b"00000000:00:0A.0"),
+            "nvmlDeviceGetUUID": "GPU-f26a2ca7-3438-7f15-022e-94b45eea00db",
+            "nvmlDeviceGetPciInfo": PciInfo(b"00000000:00:06.0"),
             # Measured on the H100 host: 81559 total, 81079 free, 480 reserved, 0 used.
             "nvmlDeviceGetMemoryInfo": memory_info(81559, 0, 480),
             "nvmlDeviceGetCudaComputeCapability": (9, 0),
@@ -135,9 +136,9 @@ def h100(**overrides):
             "nvmlDeviceGetEccMode": [1, 1],
             "nvmlDeviceGetTotalEccErrors": lambda error_type, counter: 0,
             "nvmlDeviceGetRemappedRows": (0, 0, 0, 0),
-            "nvmlDeviceGetTemperature": lambda sensor: {0: 31}[sensor],
-            "nvmlDeviceGetTemperatureThreshold": lambda threshold: {0: 92, 1: 87}[threshold],
-            "nvmlDeviceGetPowerUsage": 71345,
+            "nvmlDeviceGetTemperature": lambda sensor: {0: 48}[sensor],
+            "nvmlDeviceGetTemperatureThreshold": lambda threshold: {0: 95, 1: 89}[threshold],
+            "nvmlDeviceGetPowerUsage": 79730,
             "nvmlDeviceGetEnforcedPowerLimit": 700000,
             "nvmlDeviceGetCurrPcieLinkGeneration": 5,
             "nvmlDeviceGetMaxPcieLinkGeneration": 5,
@@ -178,8 +179,8 @@ DEVICE_FUNCTIONS = (
 )
 
 
-def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None, driver="580.105.08",
-              cuda=13000, nvml_version="13.580.105.08", missing=()):
+def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None, driver="580.159.04",
+              cuda=13000, nvml_version="13.580.159.04", missing=()):
     """A module object that behaves like ``pynvml`` on a host with ``gpus``.
 
     ``missing`` names functions to leave out (an older nvidia-ml-py).

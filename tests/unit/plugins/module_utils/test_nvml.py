@@ -104,15 +104,15 @@ def test_h100_facts_and_unsupported_fields_are_null():
     facts = nvml.collect(module, process_name=lambda pid: None)
     assert module.shutdowns == 1
     assert facts["available"] is True
-    assert facts["driver_version"] == "580.105.08"
+    assert facts["driver_version"] == "580.159.04"
     assert facts["cuda_driver_version"] == "13.0"
-    assert facts["nvml_version"] == "13.580.105.08"
+    assert facts["nvml_version"] == "13.580.159.04"
     assert facts["gpu_count"] == 1
     gpu = facts["gpus"][0]
     assert gpu["index"] == 0
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
-    assert gpu["uuid"] == "GPU-11111111-2222-3333-4444-555555555555"
-    assert gpu["pci_bus_id"] == "00000000:00:0A.0"  # bytes from NVML, str in facts
+    assert gpu["uuid"] == "GPU-f26a2ca7-3438-7f15-022e-94b45eea00db"
+    assert gpu["pci_bus_id"] == "00000000:00:06.0"  # bytes from NVML, str in facts
     # v2 memory info, as nvidia-smi shows it: driver-reserved memory apart from used.
     assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_free_mib"], gpu["memory_reserved_mib"]) == (81559, 0, 81079, 480)
     assert gpu["compute_capability"] == "9.0"
@@ -125,8 +125,8 @@ def test_h100_facts_and_unsupported_fields_are_null():
     assert gpu["remapped_rows_pending"] is False
     assert gpu["remapped_rows_failed"] is False
     assert gpu["remapped_rows_correctable"] == 0
-    assert (gpu["temperature_c"], gpu["temperature_slowdown_c"], gpu["temperature_shutdown_c"]) == (31, 87, 92)
-    assert gpu["power_draw_w"] == 71.3
+    assert (gpu["temperature_c"], gpu["temperature_slowdown_c"], gpu["temperature_shutdown_c"]) == (48, 89, 95)
+    assert gpu["power_draw_w"] == 79.7
     assert gpu["power_limit_w"] == 700.0
     assert (gpu["pcie_link_gen_current"], gpu["pcie_link_gen_max"]) == (5, 5)
     assert (gpu["pcie_link_width_current"], gpu["pcie_link_width_max"]) == (16, 16)
@@ -332,7 +332,7 @@ H100_PASSING = {
     "mig_mode": "disabled",
     "fail_on_uncorrected_ecc_errors": True,
     "fail_on_pending_row_remap": True,
-    "min_temperature_margin_c": 56,
+    "min_temperature_margin_c": 41,
     "fail_on_foreign_processes": True,
     "allowed_process_names": ["python3"],
 }
@@ -371,7 +371,7 @@ FAILING_CASES = [
      {"fail_on_uncorrected_ecc_errors": True}, 3, "3 volatile uncorrected ECC errors"),
     ("pending_row_remap", {"nvmlDeviceGetRemappedRows": (0, 1, 1, 0)}, {}, {"fail_on_pending_row_remap": True}, True, "nvidia-smi -r"),
     ("row_remap_failure", {"nvmlDeviceGetRemappedRows": (0, 1, 0, 1)}, {}, {"fail_on_pending_row_remap": True}, True, "needs servicing"),
-    ("temperature_margin", {"nvmlDeviceGetTemperature": lambda s: 80}, {}, {"min_temperature_margin_c": 10}, 7, "80 C is 7 C below the 87 C"),
+    ("temperature_margin", {"nvmlDeviceGetTemperature": lambda s: 80}, {}, {"min_temperature_margin_c": 10}, 9, "80 C is 9 C below the 89 C"),
 ]
 
 
@@ -417,8 +417,8 @@ def test_all_failures_of_a_host_are_reported_at_once():
     assert failed == [("min_driver_version", None), ("require_persistence_mode", 1), ("temperature_margin", 1)]
     text = nvml.summary(results)
     assert text.startswith("3 GPU check(s) failed:")
-    assert "GPU 1 (NVIDIA H100 80GB HBM3, 00000000:00:0A.0): persistence mode is disabled" in text
-    assert "(measured: 2, threshold: 5)" in text
+    assert "GPU 1 (NVIDIA H100 80GB HBM3, 00000000:00:06.0): persistence mode is disabled" in text
+    assert "(measured: 4, threshold: 5)" in text
 
 
 def test_unsupported_measurement_skips_check_without_failing():

@@ -64,9 +64,9 @@ def test_failures_are_listed_together_and_fail_once(h100_host, capsys):
     assert [f["check"] for f in result["failures"]] == ["min_driver_version", "min_memory_mib", "mig_mode", "foreign_processes"]
     assert result["msg"].startswith("4 GPU check(s) failed:")
     assert "81559 MiB total memory is less than the 200000 MiB required (measured: 81559, threshold: 200000)" in result["msg"]
-    assert "NVIDIA driver 580.105.08 is older than the required 590" in result["msg"]
+    assert "NVIDIA driver 580.159.04 is older than the required 590" in result["msg"]
     # Facts come back with the failure, for the report.
-    assert result["ansible_facts"]["nvidia"]["driver_version"] == "580.105.08"
+    assert result["ansible_facts"]["nvidia"]["driver_version"] == "580.159.04"
 
 
 def test_enforce_false_reports_without_failing(h100_host, capsys):

@@ -26,13 +26,13 @@ def hub(tmp_path_factory):
     server.stop()
 
 
-def ansible(args, check=False):
+def ansible(args, check=False, python=sys.executable):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     env.pop("ANSIBLE_CONFIG", None)
     cmd = [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "llmops.inference.model_fetch", "-a", json.dumps(args),
-           "-e", "ansible_python_interpreter=%s" % sys.executable]
+           "-e", "ansible_python_interpreter=%s" % python]
     if check:
         cmd.append("--check")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
@@ -78,3 +78,12 @@ def test_module_fresh_rerun_check_mode(hub, tmp_path):
     assert res["failed"] is True
     assert "0" * 64 in res["msg"] and hashlib.sha256(files["model.safetensors"]).hexdigest() in res["msg"]
     assert not (dest / "model.safetensors").exists()
+
+
+def test_missing_requests_is_reported(tmp_path):
+    bare = "/usr/bin/python3"
+    if not os.path.exists(bare) or subprocess.run([bare, "-c", "import requests"], capture_output=True, check=False).returncode == 0:
+        pytest.skip("no Python without requests on this host")
+    res = ansible({"repo_id": "acme/x", "dest": str(tmp_path / "d")}, python=bare)
+    assert res["failed"] is True and "Failed to import the required Python library (requests)" in res["msg"]
+    assert not (tmp_path / "d").exists()

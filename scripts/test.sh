@@ -19,19 +19,30 @@ for stage in "${stages[@]}"; do
   [[ " ${ALL_STAGES[*]} " == *" $stage "* ]] || die "unknown stage '$stage' (choose from: ${ALL_STAGES[*]})"
 done
 
+# Stages run as `if stage_X`, where bash ignores `set -e`: every step that
+# can fail is chained with && or returns explicitly.
 stage_lint() {
-  ruff check "$REPO_ROOT"
-  (cd "$REPO_ROOT" && ansible-lint --profile production)
+  ruff check "$REPO_ROOT" && (cd "$REPO_ROOT" && ansible-lint --profile production)
 }
 
 stage_sanity() {
-  # ansible-test wants the collection at ansible_collections/NS/NAME; copy the
-  # tracked files there so untracked caches stay out of the test.
-  local root="$CACHE_DIR/sanity/ansible_collections/llmops/inference"
-  rm -rf "$root" && mkdir -p "$root"
-  (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$root" 2>/dev/null || true)
+  # ansible-test wants the collection at ansible_collections/NS/NAME, outside
+  # any git work tree that ignores it; copy the tracked and new files there.
+  local top root pip_version
+  top=$(mktemp -d /tmp/llmops-sanity.XXXXXX)
+  root="$top/ansible_collections/llmops/inference"
+  mkdir -p "$root"
+  (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$root") || return 1
+  # Its pip bootstrap script comes from a host only Ansible's CI reaches.
+  pip_version=$(python -c 'import ansible_test._internal.python_requirements as r, inspect, re; print(re.search(r"pip=.([0-9.]+).", inspect.getsource(r)).group(1))')
+  [ -n "$pip_version" ] || return 1
+  mkdir -p ~/.ansible/test/cache
+  cp "$REPO_ROOT/scripts/ansible_test_get_pip.py" ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py || return 1
   (cd "$root" && ansible-test sanity --python "$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
      --requirements --color no)
+  local rc=$?
+  rm -rf "$top"
+  return "$rc"
 }
 
 stage_unit() {
@@ -43,12 +54,13 @@ stage_integration() {
 }
 
 stage_molecule() {
-  local scenario
+  local scenario failures=0
   for scenario in "$REPO_ROOT"/molecule/*/; do
     scenario=$(basename "$scenario")
     log "molecule test -s $scenario"
-    (cd "$REPO_ROOT" && molecule test -s "$scenario")
+    (cd "$REPO_ROOT" && molecule test -s "$scenario") || failures=$((failures + 1))
   done
+  [ "$failures" -eq 0 ]
 }
 
 require_root "$@"

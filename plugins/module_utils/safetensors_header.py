@@ -1,5 +1,5 @@
 # Copyright: contributors to llmops.inference
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Exact weight bytes of a safetensors checkpoint, from its headers only.
 
 A safetensors file is an 8-byte little-endian header length N, then N bytes of

@@ -1,5 +1,5 @@
 # Copyright: contributors to llmops.inference
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Size a model to its GPUs (or to vLLM-CPU's KV cache space) before vLLM starts.
 
 The memory model follows vLLM 0.32's own start-up accounting, read from its
@@ -460,9 +460,10 @@ def make_plan(shape, *, gpus=None, gpu_count=None, gpu_memory=None, device="gpu"
     else:
         lines.append("GPU: %d x %.2f GiB; budget per GPU = %.2f GiB x gpu_memory_utilization %.2f = %.2f GiB (vLLM applies it to total memory)"
                      % (hw["count"], gib(hw["memory"]), gib(hw["memory"]), util, gib(r["requested"])))
+        per_gpu = (r["tensor_parallel_size"], gib(r["weights"]), r["activation_note"], gib(r["non_torch"]),
+                   gib(r["cudagraph"]), gib(r["kv_available_raw"]))
         lines.append("per GPU at TP=%d: weights %.2f GiB, activation peak %s, non-torch %.2f GiB (estimate), CUDA graphs %.2f GiB (estimate) "
-                     "-> KV cache %.2f GiB" % (r["tensor_parallel_size"], gib(r["weights"]), r["activation_note"], gib(r["non_torch"]),
-                                              gib(r["cudagraph"]), gib(r["kv_available_raw"])))
+                     "-> KV cache %.2f GiB" % per_gpu)
         if hw["memory"] - CUDA_CONTEXT_BYTES < r["requested"]:
             lines.append("warning: gpu_memory_utilization %.2f asks for more than the %.2f GiB free after the CUDA context; vLLM will refuse to start"
                          % (util, gib(hw["memory"] - CUDA_CONTEXT_BYTES)))
@@ -556,7 +557,7 @@ def _diagnose(shape, hw, candidates, target, opts):
             continue
         qshape = dict(shape)
         try:
-            qshape["weight_bytes"], _ = estimate_weight_bytes(shape, q)
+            qshape["weight_bytes"], _dummy = estimate_weight_bytes(shape, q)
         except ModelConfigError:
             continue
         for tp in candidates:

@@ -21,7 +21,7 @@ description:
     it is never a failure. A check whose measurement is not supported is reported as C(not_supported).
   - The module only reads, so it runs for real in check mode.
 author:
-  - llmops.inference maintainers
+  - llmops.inference maintainers (@llmops)
 requirements:
   - C(nvidia-ml-py) (import name C(pynvml)) for the target's Python.
   - The NVIDIA driver (C(libnvidia-ml.so.1) and the loaded kernel module) when I(gpu_required=true).

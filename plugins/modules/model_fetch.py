@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright (c) llmops.inference contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ description:
   - With O(prune=true), files that an earlier run of this module placed in O(dest) and that the current selection no
     longer includes are removed. Files the module did not place are never removed.
 author:
-  - llmops.inference contributors
+  - llmops.inference maintainers (@llmops)
 requirements:
   - requests (Python library on the managed host)
 extends_documentation_fragment:

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: contributors to llmops.inference
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ description:
   - Read-only; never changes the host.
 version_added: 0.1.0
 author:
-  - llmops.inference contributors
+  - llmops.inference maintainers (@llmops)
 options:
   model_path:
     description:
@@ -264,7 +264,7 @@ def main():
             tensor_parallel_size=dict(type="int"),
             gpu_memory_utilization=dict(type="float", default=0.9),
             max_num_seqs=dict(type="int"),
-            max_num_batched_tokens=dict(type="int"),
+            max_num_batched_tokens=dict(type="int", no_log=False),
             kv_cache_dtype=dict(type="str", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]),
             block_size=dict(type="int"),
             min_concurrency=dict(type="float", default=1.0),

@@ -84,7 +84,7 @@ def _bf16_block(n, seed):
     """n bfloat16 values drawn from N(0, 0.02), as bytes (the top half of float32)."""
     rng = random.Random(seed)
     out = bytearray()
-    for _ in range(n):
+    for _dummy in range(n):
         out += struct.pack("<f", rng.gauss(0.0, 0.02))[2:4]
     return bytes(out)
 
@@ -111,7 +111,7 @@ def write_safetensors(path, tensors):
             for d in tensors[name]:
                 n *= d
             full, rest = divmod(n, len(block))
-            for _ in range(full):
+            for _dummy in range(full):
                 f.write(block)
             f.write(block[:rest])
 

@@ -85,7 +85,7 @@ def test_read_gguf_metadata_and_tensor_bytes(tmp_path):
 
 
 def test_load_gguf_shape(tmp_path):
-    p, _ = qwen2_like(tmp_path, window=4096)
+    p, _dummy = qwen2_like(tmp_path, window=4096)
     s = mc.load_gguf(str(p))
     assert (s["architecture"], s["num_layers"], s["num_attention_heads"], s["num_kv_heads"], s["head_dim"]) == ("qwen2", 4, 8, 2, 64)
     assert s["vocab_size"] == 3000
@@ -104,7 +104,7 @@ def test_bad_files(tmp_path):
     old.write_bytes(b"GGUF" + struct.pack("<III", 1, 0, 0))
     with pytest.raises(g.GGUFError, match="version 1"):
         g.read_gguf(str(old))
-    p, _ = qwen2_like(tmp_path)
+    p, _dummy = qwen2_like(tmp_path)
     trunc = tmp_path / "trunc.gguf"
     trunc.write_bytes(p.read_bytes()[:-7])
     with pytest.raises(g.GGUFError, match="truncated"):

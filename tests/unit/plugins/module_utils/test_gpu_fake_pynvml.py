@@ -42,7 +42,7 @@ def _class_name(err_name):
 
 class NVMLError(Exception):
     _valClassMapping: dict = {}
-    _errcode_to_string = {code: text for code, text in ERROR_CODES.values()}
+    _errcode_to_string = dict(ERROR_CODES.values())
 
     def __new__(cls, value):
         target = NVMLError._valClassMapping.get(value, cls) if cls is NVMLError else cls
@@ -296,13 +296,13 @@ def test_fake_matches_real_pynvml():
         else:
             assert getattr(real, "NVML_ERROR_" + err_name) == code, err_name
         real_exc = real.NVMLError(code)
-        assert type(real_exc).__name__ == type(NVMLError(code)).__name__
+        assert real_exc.__class__.__name__ == NVMLError(code).__class__.__name__
         assert str(real_exc) == text
         assert issubclass(getattr(real, _class_name(err_name)), real.NVMLError)
     fake = make_fake([h100()])
-    for name in DEVICE_FUNCTIONS + ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
-                                   "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion_v2",
-                                   "nvmlSystemGetNVMLVersion"):
+    system_functions = ("nvmlInit", "nvmlShutdown", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex",
+                        "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion_v2", "nvmlSystemGetNVMLVersion")
+    for name in DEVICE_FUNCTIONS + system_functions:
         assert hasattr(real, name), name
         assert callable(getattr(fake, name))
     assert real.nvmlMemory_v2 == NVML_MEMORY_V2

@@ -162,6 +162,7 @@ def test_memory_falls_back_to_v1_without_v2_support():
     gpu = nvml.collect(module)["gpus"][0]
     assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_free_mib"], gpu["memory_reserved_mib"]) == (81559, 480, 81079, None)
     # Old driver: the v2 call answers FunctionNotFound.
+
     def v1_only(version=None):
         if version is not None:
             raise fake.NVMLError(CODES["FUNCTION_NOT_FOUND"])

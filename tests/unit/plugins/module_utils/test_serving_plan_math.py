@@ -134,10 +134,10 @@ def test_parameter_counts_of_published_models():
 
 def test_quantized_weight_estimates():
     s = shape(LLAMA3_8B)
-    bf16, _ = mc.estimate_weight_bytes(s, None)
+    bf16, _dummy = mc.estimate_weight_bytes(s, None)
     awq, why = mc.estimate_weight_bytes(s, "awq")
-    fp8, _ = mc.estimate_weight_bytes(s, "fp8")
-    q4km, _ = mc.estimate_weight_bytes(s, "gguf:Q4_K_M")
+    fp8, _dummy = mc.estimate_weight_bytes(s, "fp8")
+    q4km, _dummy = mc.estimate_weight_bytes(s, "gguf:Q4_K_M")
     assert bf16 == pytest.approx(16.06e9, rel=0.002)
     # AWQ checkpoints of Llama-3-8B-Instruct are ~5.7 GB (embeddings and lm_head stay 16-bit).
     assert 5.5e9 < awq < 6.0e9 and "awq" in why

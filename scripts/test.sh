@@ -22,7 +22,25 @@ done
 # Stages run as `if stage_X`, where bash ignores `set -e`: every step that
 # can fail is chained with && or returns explicitly.
 stage_lint() {
-  ruff check "$REPO_ROOT" && (cd "$REPO_ROOT" && ansible-lint --profile production)
+  ruff check "$REPO_ROOT" && (cd "$REPO_ROOT" && ansible-lint --profile production) && build_collection
+}
+
+# `ansible-galaxy collection build` must give a tarball that installs and
+# whose modules' documentation renders.
+build_collection() {
+  local out tarball module
+  out=$(mktemp -d)
+  (cd "$REPO_ROOT" && ansible-galaxy collection build --force --output-path "$out" >/dev/null) || return 1
+  tarball=$(ls "$out"/llmops-inference-*.tar.gz) || return 1
+  ansible-galaxy collection install --force --no-deps -p "$out/installed" "$tarball" >/dev/null 2>&1 || return 1
+  for module in "$REPO_ROOT"/plugins/modules/*.py; do
+    module=$(basename "$module" .py)
+    # ansible-doc exits 0 for an unknown module; its JSON is empty then.
+    ANSIBLE_COLLECTIONS_PATH="$out/installed" ansible-doc --json "llmops.inference.$module" 2>/dev/null \
+      | grep -q '"short_description"' || { echo "ansible-doc cannot render $module from the built tarball" >&2; return 1; }
+  done
+  echo "built and installed $(basename "$tarball") ($(du -h "$tarball" | cut -f1))"
+  rm -rf "$out"
 }
 
 stage_sanity() {

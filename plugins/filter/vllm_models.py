@@ -22,9 +22,16 @@ def _duplicates(values):
     return repeated
 
 
-def vllm_models_in_state(models, state="present"):
-    """The entries of vllm_models whose state (default present) equals state."""
-    return [model for model in models or [] if model.get("state", "present") == state]
+def vllm_models_in_state(models, state="present", model_store=None):
+    """The entries of vllm_models whose state (default present) equals state.
+
+    With model_store, an entry without a path gets MODEL_STORE/NAME: where
+    model_fetch puts a model that has a source.
+    """
+    selected = [model for model in models or [] if model.get("state", "present") == state]
+    if model_store:
+        selected = [dict(model, path=model.get("path") or "%s/%s" % (model_store.rstrip("/"), model.get("name"))) for model in selected]
+    return selected
 
 
 def vllm_model_errors(models):
@@ -43,8 +50,9 @@ def vllm_model_errors(models):
             errors.append('vllm_models: name "%s" must start with a letter or digit and use only letters, digits, ".", "_" and "-"' % name)
     for model in present:
         name = model.get("name")
-        if not model.get("path"):
-            errors.append("vllm_models[%s]: path is missing; set it to the model directory on the host" % name)
+        if not model.get("path") and not model.get("source"):
+            errors.append("vllm_models[%s]: neither path nor source is set; set path to the model directory on the host, "
+                          "or source to fetch it into vllm_model_store" % name)
         if model.get("port") is None:
             errors.append("vllm_models[%s]: port is missing; set it to a free TCP port" % name)
         for arg in model.get("extra_args") or []:

@@ -5,11 +5,15 @@ controller (so even a wrongly accepted input changes nothing) and checks the
 failure message and that no task reported a change.
 """
 
+import functools
+import hashlib
+import http.server
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -40,8 +44,9 @@ def run_role(tmp_path, **extra_vars):
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(base))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    check = [] if extra_vars.get("vllm_model_store") else ["--check"]
     proc = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "--check", "-e", "@" + str(vars_file), str(PLAY)],
+        ["ansible-playbook", "-i", "localhost,", *check, "-e", "@" + str(vars_file), str(PLAY)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr
@@ -104,3 +109,33 @@ def test_valid_input_passes_validation_and_plans_the_model(tmp_path, model_dir):
     )
     assert "Refuse models that cannot fit" in out
     assert "vllm_models is invalid" not in out and "does not fit" not in out, out[-3000:]
+
+
+@pytest.fixture()
+def model_server(model_dir):
+    """Serve the test model's directory over HTTP on loopback."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=model_dir)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+
+
+def test_a_model_with_a_source_is_fetched_into_the_store_then_checked(tmp_path, model_dir, model_server):
+    # The fetch is the one real change, inside tmp_path; the max_model_len
+    # check that follows reads the fetched config.json and refuses.
+    config = pathlib.Path(model_dir, "config.json").read_bytes()
+    store = tmp_path / "store"
+    rc, out = run_role(
+        tmp_path,
+        vllm_model_store=str(store),
+        vllm_models=[{
+            "name": "fetched", "port": 8000, "max_model_len": 100000,
+            "source": {"urls": [{"url": model_server + "/config.json", "sha256": hashlib.sha256(config).hexdigest(), "path": "config.json"}]},
+        }],
+    )
+    assert rc != 0
+    assert (store / "fetched" / "config.json").read_bytes() == config
+    assert "vllm_models[fetched].max_model_len is 100000" in out, out[-3000:]
+    assert "allows at most 8192 tokens" in out

@@ -13,6 +13,12 @@ def test_state_defaults_to_present():
     assert [m["name"] for m in vllm_models_in_state(models, "absent")] == ["old"]
 
 
+def test_model_store_fills_the_path_of_fetched_models():
+    models = [GOOD, {"name": "qwen", "port": 8001, "source": {"repo_id": "Qwen/Qwen2.5-0.5B-Instruct"}}]
+    assert [m["path"] for m in vllm_models_in_state(models, "present", "/srv/models/")] == ["/models/llama", "/srv/models/qwen"]
+    assert vllm_model_errors(models) == []
+
+
 def test_valid_list_has_no_errors():
     assert vllm_model_errors([GOOD, {**GOOD, "name": "qwen", "port": 8001}]) == []
     assert vllm_model_errors(None) == []
@@ -37,7 +43,7 @@ def test_duplicate_names_missing_keys_and_bad_values_are_all_reported():
     ])
     assert any("name llama appears more than once" in e for e in errors)
     assert any('name "bad name" must start' in e for e in errors)
-    assert any("vllm_models[nopath]: path is missing" in e for e in errors)
+    assert any("vllm_models[nopath]: neither path nor source is set" in e for e in errors)
     assert any("vllm_models[noport]: port is missing" in e for e in errors)
     assert any("contains whitespace" in e for e in errors)
     assert any("gpu_memory_utilization 1.5" in e for e in errors)

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Like uvicorn (vLLM's server): no Nagle delay on small SSE writes.
+    disable_nagle_algorithm = True
     server_version = "fake-vllm"
     model = "test-model"
     token_delay = 0.01

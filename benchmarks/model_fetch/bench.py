@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark llmops.inference.model_fetch against curl, ansible.builtin.get_url and huggingface_hub.
 
 Run from the repository root with the controller venv:
@@ -67,9 +66,10 @@ def make_random_file(path, size):
     log("creating %s (%d GiB of random data)" % (path, size // GiB))
     h = hashlib.sha256()
     remaining = size
-    with open("/dev/zero", "rb") as zero, subprocess.Popen(["openssl", "enc", "-aes-128-ctr", "-pass", "pass:llmops-bench-%d" % size, "-nosalt", "-pbkdf2"],
-                          stdin=zero, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL) as proc, open(path, "wb") as out:
+    keystream = ["openssl", "enc", "-aes-128-ctr", "-pass", "pass:llmops-bench-%d" % size, "-nosalt", "-pbkdf2"]
+    with open("/dev/zero", "rb") as zero, \
+            subprocess.Popen(keystream, stdin=zero, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc, \
+            open(path, "wb") as out:
         while remaining:
             chunk = proc.stdout.read(min(8 << 20, remaining))
             h.update(chunk)
@@ -219,7 +219,7 @@ def main():
         }
         env_hf = dict(os.environ, HF_HOME=str(WORK / "hf-home"), HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1",
                       HF_HUB_ENABLE_HF_TRANSFER="0")
-        ping = [measured(ansible_cmd("ansible.builtin.ping", {}), env=ansible_env())["wall"] for _ in range(2)]
+        ping = [measured(ansible_cmd("ansible.builtin.ping", {}), env=ansible_env())["wall"] for _dummy in range(2)]
         results["ansible ping (fixed overhead)"] = {"fresh": [{"wall": min(ping), "wall_sync": min(ping), "rchar": 0, "read_bytes": 0}], "rerun": []}
 
         for rep in range(args.reps):
@@ -254,7 +254,7 @@ def main():
 
         log("hash throughput: openssl speed vs the module's hash_file")
         rates = {"openssl": [], "openssl_elapsed": [], "module": [], "module_cpu": []}
-        for _ in range(3):
+        for _dummy in range(3):
             rates["openssl"].append(openssl_sha256_rate())
             rates["openssl_elapsed"].append(openssl_sha256_rate(elapsed=True))
             wall_rate, cpu_rate = module_hash_rate(src)
@@ -324,13 +324,13 @@ def write_report(args, size, results, big, hf_version):
         f = r["fresh"]
         fw = [x["wall"] for x in f]
         fs = [x["wall_sync"] for x in f]
-        row = "| %s | %s [%s-%s] | %s | %s |" % (tool, fmt_s(med(fw)), fmt_s(min(fw)), fmt_s(max(fw)), fmt_s(med(fs)),
-                                              fmt_b(int(med([x["read_bytes"] for x in f]))))
+        fresh = (tool, fmt_s(med(fw)), fmt_s(min(fw)), fmt_s(max(fw)), fmt_s(med(fs)), fmt_b(int(med([x["read_bytes"] for x in f]))))
+        row = "| %s | %s [%s-%s] | %s | %s |" % fresh
         if r["rerun"]:
             rw = [x["wall"] for x in r["rerun"]]
-            row += " %s [%s-%s] | %s | %s |" % (fmt_s(med(rw)), fmt_s(min(rw)), fmt_s(max(rw)),
-                                              fmt_b(int(med([x["read_bytes"] for x in r["rerun"]]))),
-                                              fmt_b(int(med([x["rchar"] for x in r["rerun"]]))))
+            rerun = (fmt_s(med(rw)), fmt_s(min(rw)), fmt_s(max(rw)),
+                     fmt_b(int(med([x["read_bytes"] for x in r["rerun"]]))), fmt_b(int(med([x["rchar"] for x in r["rerun"]]))))
+            row += " %s [%s-%s] | %s | %s |" % rerun
         else:
             row += " n/a | n/a | n/a |"
         lines.append(row)
@@ -369,7 +369,7 @@ def write_report(args, size, results, big, hf_version):
     if not old.startswith(header):
         old = header + old
     out.write_text(header + text + "\n" + old[len(header):])
-    (WORK / "last-results.json").write_text(json.dumps({k: v for k, v in results.items()}, default=str, indent=1))
+    (WORK / "last-results.json").write_text(json.dumps(dict(results), default=str, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Where does model_fetch's fresh-download time go? curl vs model_fetch vs model_fetch with hashing switched off.
 
     .venv/bin/python benchmarks/model_fetch/hash_cost.py [--size-gib 2] [--reps 3]
@@ -64,7 +63,7 @@ def main():
         url = "%s/bench/hc/resolve/%s/%s" % (hub.url, commit, bench.FILE)
         params = {"repo_id": "bench/hc", "endpoint": hub.url, "allow_patterns": [bench.FILE]}
         bench.warm(src)
-        for _ in range(args.reps):
+        for _dummy in range(args.reps):
             for name, values in runs.items():
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)

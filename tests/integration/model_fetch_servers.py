@@ -197,8 +197,8 @@ http {{
         except RuntimeError:
             err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
             self.stop()
-            raise RuntimeError("nginx did not start: %s %s" % (err, (self.root / "error.log").read_text()
-                                                                 if (self.root / "error.log").exists() else "")) from None
+            log = self.root / "error.log"
+            raise RuntimeError("nginx did not start: %s %s" % (err, log.read_text() if log.exists() else "")) from None
         return self
 
     def stop(self):

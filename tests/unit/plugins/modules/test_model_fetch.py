@@ -7,7 +7,6 @@ import yaml
 from ansible_collections.llmops.inference.plugins.modules import model_fetch
 
 
-
 def _compare(spec, doc, where):
     assert set(spec) == set(doc), "%s: spec %s vs doc %s" % (where, sorted(spec), sorted(doc))
     for name, s in spec.items():

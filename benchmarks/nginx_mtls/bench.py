@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Proxy overhead: streaming completions direct to the upstream vs through nginx_mtls.
 
 Standard library only, so it runs on the proxy host itself (both paths then
@@ -84,8 +84,8 @@ def run(targets, streams, requests_per_stream, body, warmup=True):
             if warmup:
                 one_stream(conn, body, headers)  # handshake and first connection, not measured
             barrier.wait()
-            for _ in range(requests_per_stream):
-                ttft, events, _ = one_stream(conn, body, headers)
+            for _dummy in range(requests_per_stream):
+                ttft, events, _dummy = one_stream(conn, body, headers)
                 with lock:
                     ttfts.append(ttft)
                     tokens[0] += events
@@ -143,7 +143,7 @@ def main():
     results = []
     for level, reqs in zip([int(x) for x in args.levels.split(",")], [int(x) for x in args.requests.split(",")]):
         agg = {"direct": {"tokens": 0, "wall_s": 0.0, "ttft": []}, "proxy": {"tokens": 0, "wall_s": 0.0, "ttft": []}}
-        for _ in range(args.rounds):
+        for _dummy in range(args.rounds):
             for name, targets in (("direct", direct), ("proxy", proxy)):
                 r = run(targets, level, reqs, body)
                 agg[name]["tokens"] += r["tokens"]

@@ -195,7 +195,7 @@ def test_streaming_completion_arrives_in_several_chunks():
 def test_rate_limit_per_key_answers_429():
     statuses, limited = [], None
     ctx = ctx_for("carol")
-    for _ in range(80):  # 10 r/s with a burst of 20 for this scenario
+    for _dummy in range(80):  # 10 r/s with a burst of 20 for this scenario
         reply = request(ENDPOINT, ctx, api_key=KEYS["carol"])
         statuses.append(reply.status)
         if reply.status == 429:
@@ -213,7 +213,7 @@ def test_concurrent_streams_per_key_are_capped():
     def one():
         results.append(request(ENDPOINT, ctx_for("alice"), "POST", "/v1/chat/completions", api_key=KEYS["alice"], body=body).status)
 
-    threads = [threading.Thread(target=one) for _ in range(7)]
+    threads = [threading.Thread(target=one) for _dummy in range(7)]
     for t in threads:
         t.start()
         time.sleep(0.05)
@@ -231,7 +231,6 @@ def test_health_needs_no_credentials_and_leaks_nothing():
     reply = request(ENDPOINT, ctx_for(None), path="/health")
     assert reply.status == 200
     assert reply.body in (b"", b'{"status":"ok"}')
-    assert "x-fake-port" not in reply.headers or True  # upstream headers are harmless; the body is empty
     assert reply.headers["server"] == "nginx"
 
 
@@ -284,7 +283,7 @@ def test_secrets_are_root_only_on_the_target():
         "stat", "-c", "%n %U %a", "/etc/nginx/llmops/api_keys.map", "/etc/nginx/llmops/upstream_auth.conf", "/etc/nginx/llmops/tls/server.key"
     ).stdout.split("\n")
     for line in filter(None, out):
-        _, owner, mode = line.split()
+        _dummy, owner, mode = line.split()
         assert owner == "root" and mode == "600", line
 
 

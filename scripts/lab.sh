@@ -10,18 +10,18 @@
 source "$(dirname "$0")/lib.sh"
 
 LAB_NAME="${LLMOPS_LAB_NAME:-llmops-lab}"
-LAB_PORT="${LLMOPS_LAB_PORT:-8000}"
+LAB_PORT="${LLMOPS_LAB_PORT:-8443}"
 
 start_lab_host() {
   if [ "$(podman container inspect -f '{{.State.Running}}' "$LAB_NAME" 2>/dev/null)" = "true" ]; then
     return 0
   fi
   podman rm -f "$LAB_NAME" >/dev/null 2>&1 || true
-  log "starting the lab host $LAB_NAME (vLLM published on 127.0.0.1:$LAB_PORT only)"
+  log "starting the lab host $LAB_NAME (its proxy published on 127.0.0.1:$LAB_PORT only)"
   # vLLM's engine and API server exchange tensors through /dev/shm (160 MiB
   # and more); podman's default of 64 MiB is too small.
   podman run -d --name "$LAB_NAME" --hostname "$LAB_NAME" --systemd=always --shm-size=1g \
-    --publish "127.0.0.1:$LAB_PORT:8000" \
+    --publish "127.0.0.1:$LAB_PORT:443" \
     --volume "$WHEELHOUSE:/srv/llmops/wheelhouse:ro" \
     --volume "$CACHE_DIR/models:/srv/llmops/models:ro" \
     "$LAB_IMAGE" >/dev/null
@@ -30,10 +30,13 @@ start_lab_host() {
   podman exec "$LAB_NAME" systemctl is-system-running --wait >/dev/null 2>&1 || true
 }
 
+PKI="$CACHE_DIR/lab/pki/clients"
+
 ask() {
   "$VENV/bin/python" "$REPO_ROOT/scripts/ask.py" \
-    --base-url "http://127.0.0.1:$LAB_PORT/v1" \
-    --api-key-file "$CACHE_DIR/lab/vllm_api_key" "$@"
+    --base-url "https://127.0.0.1:$LAB_PORT/v1" \
+    --api-key-file "$CACHE_DIR/lab/proxy_api_key" \
+    --ca "$PKI/ca.crt" --cert "$PKI/lab.crt" --key "$PKI/lab.key" "$@"
 }
 
 cmd="${1:-}"
@@ -52,8 +55,9 @@ case "$cmd" in
     log "configuring the lab host: ansible-playbook -i inventories/lab playbooks/site.yml"
     (cd "$REPO_ROOT" && ansible-playbook -i inventories/lab playbooks/site.yml)
     log "lab ready in $(( $(date +%s) - started )) s"
-    echo "Endpoint:  http://127.0.0.1:$LAB_PORT/v1   (model: smollm2-135m-instruct)"
-    echo "API key:   in $CACHE_DIR/lab/vllm_api_key (mode 0600)"
+    echo "Endpoint:  https://127.0.0.1:$LAB_PORT/v1   (model: smollm2-135m-instruct, through the mTLS proxy)"
+    echo "Client:    certificate $PKI/lab.crt, key $PKI/lab.key, CA $PKI/ca.crt"
+    echo "API key:   in $CACHE_DIR/lab/proxy_api_key (mode 0600)"
     echo "Question:  What is the capital of France?"
     printf 'Answer:    '
     ask --stream "What is the capital of France?"

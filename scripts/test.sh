@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run).
 #
-#   sudo scripts/test.sh                 every stage
-#   sudo scripts/test.sh lint unit       only the named stages
+#   scripts/test.sh                 every stage
+#   scripts/test.sh lint unit       only the named stages
 #
-# Stages: lint (ruff, ansible-lint production profile), sanity (ansible-test
+# It needs root (podman, apt); not root, it runs itself again through sudo.
+# Stages: lint (ruff, ansible-lint production profile, antsibull-changelog
+# lint, the collection tarball), sanity (ansible-test
 # sanity), unit (pytest tests/unit), integration (pytest tests/integration:
 # real nginx, HTTP servers and vLLM on loopback), molecule (every scenario
 # under molecule/ against the Debian 12 lab image).
@@ -22,7 +24,8 @@ done
 # Stages run as `if stage_X`, where bash ignores `set -e`: every step that
 # can fail is chained with && or returns explicitly.
 stage_lint() {
-  ruff check "$REPO_ROOT" && (cd "$REPO_ROOT" && ansible-lint --profile production) && build_collection
+  ruff check "$REPO_ROOT" && (cd "$REPO_ROOT" && ansible-lint --profile production) \
+    && (cd "$REPO_ROOT" && antsibull-changelog lint) && build_collection
 }
 
 # `ansible-galaxy collection build` must give a tarball that installs and
@@ -87,14 +90,21 @@ log "preparing: Debian packages, virtualenv, lab image, wheelhouse, test model"
 install_host_packages
 install_venv
 activate_venv
+# Tests fail rather than skip when what they need is missing (CI=true, see
+# tests/conftest.py), so every stage gets its prerequisites here.
 needs_lab_assets=false
+needs_test_model=false
 for stage in "${stages[@]}"; do
   case "$stage" in integration|molecule) needs_lab_assets=true ;; esac
+  case "$stage" in unit|integration|molecule) needs_test_model=true ;; esac
 done
 if $needs_lab_assets; then
   build_lab_image
   prepare_wheelhouse
+fi
+if $needs_test_model; then
   prepare_test_model
+  build_lab_vllm_image
 fi
 
 passed=()

@@ -101,10 +101,10 @@ done
 if $needs_lab_assets; then
   build_lab_image
   prepare_wheelhouse
+  build_lab_vllm_image
 fi
 if $needs_test_model; then
   prepare_test_model
-  build_lab_vllm_image
 fi
 
 passed=()

@@ -10,15 +10,28 @@ importable and testable without Ansible:
   not support on a device (``NVMLError_NotSupported``) is ``None`` and named in
   the GPU's ``unsupported_fields``; any other per-field NVML error is ``None``
   and recorded in ``field_errors``. Neither is a failure by itself.
-* :func:`evaluate` runs the optional checks against the facts and returns one
-  entry per check and GPU, each with measured value, threshold and a fix.
+* ``nvml_topology`` adds how the GPUs are joined (NVLink links, the
+  ``nvidia-smi topo -m`` matrix, CPU and NUMA affinity, NVSwitch fabric).
+* ``nvml_checks.evaluate`` (re-exported here) runs the optional checks against
+  the facts and returns one entry per check and GPU, each with measured value,
+  threshold and a fix.
 
 Everything here only reads; nothing changes GPU state.
 """
 
 from __future__ import annotations
 
-import re
+from ansible_collections.llmops.inference.plugins.module_utils import nvml_topology
+from ansible_collections.llmops.inference.plugins.module_utils.nvml_checks import (  # noqa: F401  # re-exported
+    CHECK_OPTIONS,
+    DEPRECATED_OPTIONS,
+    canonical_thresholds,
+    evaluate,
+    failures,
+    parse_version,
+    summary,
+    validate_thresholds,
+)
 
 # NVML return codes (nvml.h); fixed by the C API, so they are safe to hard-code
 # and do not depend on the nvidia-ml-py version installed on the target.
@@ -41,7 +54,6 @@ _VOLATILE_ECC = 0
 _AGGREGATE_ECC = 1
 _RETIRE_SINGLE_BIT_MULTIPLE = 0
 _RETIRE_DOUBLE_BIT = 1
-_NVLINK_MAX_LINKS = 18  # NVLink 4 (Hopper) has 18 links; later links answer InvalidArgument
 _FEATURE_ENABLED = 1
 _VALUE_NOT_AVAILABLE_ULL = (1 << 64) - 1
 
@@ -243,24 +255,6 @@ def _processes(read, handle, process_name):
     return result
 
 
-def _nvlink_active(read, pynvml, handle):
-    """Number of active NVLinks, None when the device has no NVLink."""
-    first = read("nvlink_active_links", "nvmlDeviceGetNvLinkState", handle, 0)
-    if first is None:
-        return None
-    active = 1 if first else 0
-    for link in range(1, _NVLINK_MAX_LINKS):
-        try:
-            state = pynvml.nvmlDeviceGetNvLinkState(handle, link)
-        except Exception as exc:  # pylint: disable=broad-except
-            if not _is_nvml_error(pynvml, exc):
-                raise
-            break
-        if state:
-            active += 1
-    return active
-
-
 GPU_FIELDS = (
     "index", "name", "uuid", "pci_bus_id", "memory_total_mib", "memory_free_mib", "memory_used_mib", "memory_reserved_mib",
     "compute_capability", "architecture", "persistence_mode", "mig_mode_current", "mig_mode_pending",
@@ -271,6 +265,7 @@ GPU_FIELDS = (
     "power_draw_w", "power_limit_w", "pcie_link_gen_current", "pcie_link_gen_max",
     "pcie_link_width_current", "pcie_link_width_max", "throttle_reasons_mask", "throttle_reasons",
     "numa_node", "nvlink_active_links", "processes",
+    "nvlinks", "cpu_affinity", "numa_affinity", "fabric_state", "fabric_status", "fabric_clique_id",
 )
 
 
@@ -301,7 +296,7 @@ def _gpu_facts(pynvml, index, process_name):
         # A GPU that NVML counts but cannot open (lost, needs reset): every field unknown.
         facts = dict.fromkeys(GPU_FIELDS)
         facts.update({"index": index, "unsupported_fields": [], "field_errors": {"handle": str(exc)}})
-        return facts
+        return facts, None
 
     pci = read("pci_bus_id", "nvmlDeviceGetPciInfo", handle)
     memory = _memory(read, pynvml, handle)
@@ -361,12 +356,25 @@ def _gpu_facts(pynvml, index, process_name):
         "throttle_reasons_mask": reasons,
         "throttle_reasons": decode_throttle_reasons(reasons),
         "numa_node": read("numa_node", "nvmlDeviceGetNumaNodeId", handle),
-        "nvlink_active_links": _nvlink_active(read, pynvml, handle),
         "processes": _processes(read, handle, process_name),
     }
+    facts.update(_link_facts(read, pynvml, handle))
     facts["unsupported_fields"] = sorted(set(read.unsupported))
     facts["field_errors"] = dict(read.errors)
-    return facts
+    return facts, handle
+
+
+def _link_facts(read, pynvml, handle):
+    """NVLink links, CPU/NUMA affinity and fabric state (nvml_topology)."""
+    links = nvml_topology.gpu_links(read, pynvml, handle)
+    if links is None:
+        read.unsupported.append("nvlink_active_links")
+    result = {
+        "nvlinks": links,
+        "nvlink_active_links": None if links is None else len([link for link in links if link["state"] == "up"]),
+    }
+    result.update(nvml_topology.gpu_affinity(read, pynvml, handle))
+    return result
 
 
 def unavailable_facts(error):
@@ -381,13 +389,15 @@ def unavailable_facts(error):
         "nvml_version": None,
         "gpu_count": 0,
         "gpus": [],
+        "topology": None,
     }
 
 
-def collect(pynvml, process_name=None):
-    """Initialise NVML, read every GPU, shut NVML down; return facts.
+def collect(pynvml, process_name=None, fabric_manager=None):
+    """Initialise NVML, read every GPU and how they are joined, shut NVML down; return facts.
 
-    ``process_name(pid)`` names GPU processes (default: /proc/PID/comm).
+    ``process_name(pid)`` names GPU processes (default: /proc/PID/comm);
+    ``fabric_manager()`` says whether nv-fabricmanager runs (default: /proc).
     Raises :class:`NvmlUnavailable` when NVML cannot be initialised.
     """
     process_name = process_name or read_process_name
@@ -416,8 +426,11 @@ def collect(pynvml, process_name=None):
             ),
             "nvml_version": _text(read("nvml_version", "nvmlSystemGetNVMLVersion")),
             "gpu_count": int(count),
-            "gpus": [_gpu_facts(pynvml, index, process_name) for index in range(int(count))],
         }
+        read_gpus = [_gpu_facts(pynvml, index, process_name) for index in range(int(count))]
+        facts["gpus"] = [gpu for gpu, _handle in read_gpus]
+        facts["topology"] = nvml_topology.host_topology(
+            pynvml, [handle for _gpu, handle in read_gpus], facts["gpus"], fabric_manager=fabric_manager)
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -426,277 +439,3 @@ def collect(pynvml, process_name=None):
     return facts
 
 
-# ---------------------------------------------------------------- checks
-
-
-def parse_version(text, what):
-    """'580.95.05' -> (580, 95, 5); raise ValueError naming ``what``."""
-    text = str(text).strip()
-    if not re.match(r"^\d+(\.\d+)*$", text):
-        raise ValueError("%s must be a dotted version such as '550.54.14' or '12.4', got %r" % (what, text))
-    return tuple(int(part) for part in text.split("."))
-
-
-def _measured_version(text):
-    """Leading dotted number of a measured version ('580.95.05-open' -> (580, 95, 5))."""
-    match = re.match(r"\s*(\d+(?:\.\d+)*)", str(text))
-    return tuple(int(part) for part in match.group(1).split(".")) if match else None
-
-
-def _version_ge(measured, minimum):
-    length = max(len(measured), len(minimum))
-    return measured + (0,) * (length - len(measured)) >= minimum + (0,) * (length - len(minimum))
-
-
-CHECK_OPTIONS = (
-    "min_driver_version",
-    "min_cuda_driver_version",
-    "gpu_count",
-    "min_gpu_count",
-    "min_memory_mib",
-    "min_compute_capability",
-    "require_persistence_mode",
-    "mig_mode",
-    "fail_on_uncorrected_ecc_errors",
-    "fail_on_pending_row_remap",
-    "min_temperature_margin_c",
-    "fail_on_foreign_processes",
-    "allowed_process_names",
-)
-
-
-def validate_thresholds(thresholds):
-    """Reject malformed thresholds before anything is measured."""
-    for key in ("min_driver_version", "min_cuda_driver_version", "min_compute_capability"):
-        if thresholds.get(key) not in (None, ""):
-            parse_version(thresholds[key], key)
-    for key in ("gpu_count", "min_gpu_count", "min_memory_mib", "min_temperature_margin_c"):
-        value = thresholds.get(key)
-        if value is not None and int(value) < 0:
-            raise ValueError("%s must be zero or more, got %r" % (key, value))
-    mig = thresholds.get("mig_mode") or "any"
-    if mig not in ("any", "disabled", "enabled"):
-        raise ValueError("mig_mode must be one of any, disabled, enabled; got %r" % mig)
-
-
-def _result(name, status, measured, threshold, msg, *, gpu=None):
-    return {"check": name, "gpu": gpu, "status": status, "measured": measured, "threshold": threshold, "msg": msg}
-
-
-def _where(gpu):
-    return "GPU %s (%s, %s)" % (gpu["index"], gpu.get("name") or "unknown model", gpu.get("pci_bus_id") or "unknown bus")
-
-
-def _unreadable(results, name, gpu, field, threshold):
-    """Record a check whose measurement is missing: skipped if unsupported, failed on an NVML error."""
-    error = _field_error(gpu, field)
-    if error:
-        msg = "%s: could not read %s: %s" % (_where(gpu), field, error)
-        results.append(_result(name, "failed", None, threshold, msg, gpu=gpu["index"]))
-    else:
-        msg = "%s: NVML does not report %s on this device; check skipped" % (_where(gpu), field)
-        results.append(_result(name, "not_supported", None, threshold, msg, gpu=gpu["index"]))
-
-
-def _per_gpu(results, facts, name, field, threshold, *, is_ok, describe):
-    """Run one check on every GPU; unsupported fields are noted, not failed."""
-    for gpu in facts["gpus"]:
-        value = gpu.get(field)
-        if value is None:
-            _unreadable(results, name, gpu, field, threshold)
-            continue
-        ok = is_ok(value)
-        msg = "%s: %s" % (_where(gpu), describe(value, ok))
-        results.append(_result(name, "passed" if ok else "failed", value, threshold, msg, gpu=gpu["index"]))
-
-
-# Fact names that come from one NVML call share its error entry.
-_FIELD_SOURCE = {
-    "mig_mode_current": "mig_mode",
-    "mig_mode_pending": "mig_mode",
-    "ecc_mode_current": "ecc_mode",
-    "remapped_rows_pending": "remapped_rows",
-    "remapped_rows_failed": "remapped_rows",
-    "memory_total_mib": "memory",
-}
-
-
-def _field_error(gpu, field):
-    errors = gpu.get("field_errors") or {}
-    return errors.get(field) or errors.get(_FIELD_SOURCE.get(field, field))
-
-
-def _check_version(results, name, have, want, fix):
-    label = name[len("min_"):]
-    if have is None:
-        results.append(_result(name, "failed", None, want, "could not read the %s from NVML" % label.replace("_", " ")))
-        return
-    measured = _measured_version(have)
-    if measured is None:
-        results.append(_result(name, "failed", have, want, "cannot compare the %s %r with %s" % (label.replace("_", " "), have, want)))
-        return
-    if _version_ge(measured, parse_version(want, name)):
-        results.append(_result(name, "passed", have, want, "%s %s >= %s" % (label, have, want)))
-    else:
-        results.append(_result(name, "failed", have, want, fix % {"have": have, "want": want}))
-
-
-def _check_host(results, facts, thresholds, gpu_required):
-    count = facts["gpu_count"]
-    for gpu in facts["gpus"]:
-        error = (gpu.get("field_errors") or {}).get("handle")
-        if error:
-            msg = ("GPU %d is counted by NVML but cannot be opened (%s); check 'nvidia-smi' and 'dmesg' for Xid errors, "
-                   "then reset the GPU or reboot" % (gpu["index"], error))
-            results.append(_result("gpu_accessible", "failed", error, "accessible", msg, gpu=gpu["index"]))
-    if gpu_required and count == 0:
-        msg = "NVML answered but found no GPU; check 'nvidia-smi -L', the PCI device (lspci) and the container's device mounts"
-        results.append(_result("gpu_present", "failed", 0, ">= 1", msg))
-
-    want = thresholds.get("min_driver_version")
-    if want:
-        _check_version(
-            results, "min_driver_version", facts.get("driver_version"), want,
-            "NVIDIA driver %(have)s is older than the required %(want)s; install driver >= %(want)s (role nvidia_driver) and reboot",
-        )
-    want = thresholds.get("min_cuda_driver_version")
-    if want:
-        _check_version(
-            results, "min_cuda_driver_version", facts.get("cuda_driver_version"), want,
-            "the driver supports CUDA up to %(have)s but %(want)s is required; upgrade the NVIDIA driver to one that supports CUDA %(want)s",
-        )
-    want = thresholds.get("gpu_count")
-    if want is not None:
-        status = "passed" if count == want else "failed"
-        results.append(_result("gpu_count", status, count, want, "found %d GPU(s), expected exactly %d" % (count, want)))
-    want = thresholds.get("min_gpu_count")
-    if want is not None:
-        status = "passed" if count >= want else "failed"
-        results.append(_result("min_gpu_count", status, count, want, "found %d GPU(s), need at least %d" % (count, want)))
-
-
-def _check_temperature(results, facts, want):
-    for gpu in facts["gpus"]:
-        temp, slowdown = gpu.get("temperature_c"), gpu.get("temperature_slowdown_c")
-        if temp is None or slowdown is None:
-            _unreadable(results, "temperature_margin", gpu, "temperature_c" if temp is None else "temperature_slowdown_c", want)
-            continue
-        margin = slowdown - temp
-        ok = margin >= want
-        msg = "%s: %d C is %d C below the %d C slowdown threshold (need >= %d C)%s" % (
-            _where(gpu), temp, margin, slowdown, want, "" if ok else "; check cooling and airflow before loading it")
-        results.append(_result("temperature_margin", "passed" if ok else "failed", margin, want, msg, gpu=gpu["index"]))
-
-
-def _check_processes(results, facts, allowed):
-    for gpu in facts["gpus"]:
-        procs = gpu.get("processes")
-        if procs is None:
-            _unreadable(results, "foreign_processes", gpu, "processes", allowed)
-            continue
-        foreign = [p for p in procs if p.get("name") not in allowed]
-        if not foreign:
-            results.append(_result("foreign_processes", "passed", [], allowed, "%s: no foreign processes" % _where(gpu), gpu=gpu["index"]))
-            continue
-        listing = ", ".join("pid %d (%s, %s MiB)" % (p["pid"], p.get("name") or "name unknown", p.get("used_memory_mib")) for p in foreign)
-        msg = "%s: %d process(es) not in allowed_process_names use the GPU: %s; stop them or add their names to allowed_process_names" % (
-            _where(gpu), len(foreign), listing)
-        results.append(_result("foreign_processes", "failed", foreign, allowed, msg, gpu=gpu["index"]))
-
-
-def evaluate(facts, thresholds, gpu_required=True):
-    """Run every check whose threshold is set; return a list of results.
-
-    Each result: ``check``, ``gpu`` (index or None), ``status`` (``passed``,
-    ``failed`` or ``not_supported``), ``measured``, ``threshold``, ``msg``.
-    """
-    results = []
-    if not facts.get("available"):
-        if gpu_required:
-            msg = "%s; fix: %s" % (facts.get("message"), facts.get("hint"))
-            results.append(_result("nvml", "failed", facts.get("reason"), "available", msg))
-        return results
-
-    _check_host(results, facts, thresholds, gpu_required)
-
-    want = thresholds.get("min_memory_mib")
-    if want is not None:
-        _per_gpu(
-            results, facts, "min_memory_mib", "memory_total_mib", want,
-            is_ok=lambda v: v >= want,
-            describe=lambda v, ok: "%d MiB total memory %s %d MiB required" % (v, ">=" if ok else "is less than the", want),
-        )
-
-    want = thresholds.get("min_compute_capability")
-    if want:
-        wanted = parse_version(want, "min_compute_capability")
-        _per_gpu(
-            results, facts, "min_compute_capability", "compute_capability", want,
-            is_ok=lambda v: _version_ge(_measured_version(v) or (0,), wanted),
-            describe=lambda v, ok: "compute capability %s %s %s" % (v, ">=" if ok else "is below the required", want),
-        )
-
-    if thresholds.get("require_persistence_mode"):
-        _per_gpu(
-            results, facts, "require_persistence_mode", "persistence_mode", True,
-            is_ok=lambda v: v is True,
-            describe=lambda v, ok: "persistence mode is enabled" if ok else (
-                "persistence mode is disabled; enable it with 'nvidia-smi -pm 1' or the nvidia-persistenced service"),
-        )
-
-    want = thresholds.get("mig_mode") or "any"
-    if want != "any":
-        wanted_on = want == "enabled"
-        _per_gpu(
-            results, facts, "mig_mode", "mig_mode_current", want,
-            is_ok=lambda v: v is wanted_on,
-            describe=lambda v, ok: "MIG mode is %s" % want if ok else (
-                "MIG mode is %s but must be %s; run 'nvidia-smi -i <index> -mig %d' and reset the GPU"
-                % ("enabled" if v else "disabled", want, 1 if wanted_on else 0)),
-        )
-
-    if thresholds.get("fail_on_uncorrected_ecc_errors"):
-        _per_gpu(
-            results, facts, "uncorrected_ecc_errors", "ecc_errors_uncorrected_volatile", 0,
-            is_ok=lambda v: v == 0,
-            describe=lambda v, ok: "%d volatile uncorrected ECC errors%s" % (
-                v, "" if ok else "; drain the GPU, reset it (nvidia-smi -r) or reboot, and replace it if errors return"),
-        )
-
-    if thresholds.get("fail_on_pending_row_remap"):
-        _per_gpu(
-            results, facts, "pending_row_remap", "remapped_rows_pending", False,
-            is_ok=lambda v: v is False,
-            describe=lambda v, ok: "no row remapping pending" if ok else (
-                "a memory row remap is pending; reset the GPU (nvidia-smi -r) or reboot to apply it"),
-        )
-        _per_gpu(
-            results, facts, "row_remap_failure", "remapped_rows_failed", False,
-            is_ok=lambda v: v is False,
-            describe=lambda v, ok: "no row remapping failure" if ok else (
-                "row remapping failed: the GPU has no spare rows left and needs servicing"),
-        )
-
-    want = thresholds.get("min_temperature_margin_c")
-    if want is not None:
-        _check_temperature(results, facts, want)
-
-    if thresholds.get("fail_on_foreign_processes"):
-        _check_processes(results, facts, sorted(thresholds.get("allowed_process_names") or []))
-
-    return results
-
-
-def failures(results):
-    return [r for r in results if r["status"] == "failed"]
-
-
-def summary(results):
-    """One line per failed check, for the task's msg."""
-    failed = failures(results)
-    if not failed:
-        return "all %d GPU checks passed" % len([r for r in results if r["status"] == "passed"])
-    lines = ["%d GPU check(s) failed:" % len(failed)]
-    for item in failed:
-        lines.append("- [%s] %s (measured: %s, threshold: %s)" % (item["check"], item["msg"], item["measured"], item["threshold"]))
-    return "\n".join(lines)

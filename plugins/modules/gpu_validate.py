@@ -7,49 +7,56 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: gpu_validate
-short_description: Read NVIDIA GPU state through NVML and refuse hosts that will fail later
+short_description: Read NVIDIA GPU state and topology through NVML and refuse hosts that will fail later
 version_added: "0.1.0"
 description:
   - Reads the NVIDIA driver and every GPU through NVML, using the official C(nvidia-ml-py) bindings
-    (imported as C(pynvml)), and returns them as facts in C(ansible_facts.nvidia).
-  - Runs the optional checks whose thresholds are set (driver and CUDA versions, GPU count, memory,
-    compute capability, persistence and MIG mode, ECC errors, row remapping, temperature margin and
-    foreign processes) and fails once, listing every failed check with its measured value, its threshold
-    and what to fix.
-  - A field that NVML does not support on a device (C(NVMLError_NotSupported), for example fan speed,
-    retired pages, NUMA node or NVLink on an H100 SXM board) is C(null) and named in C(unsupported_fields);
-    it is never a failure. A check whose measurement is not supported is reported as C(not_supported).
+    (imported as C(pynvml)), and returns them as facts in RV(ansible_facts.nvidia).
+  - Reads how the GPUs are joined, as C(nvidia-smi topo -m) shows it - per GPU its NVLink links (state, version and
+    the GPU or NVSwitch each link reaches), for every GPU pair the number of active NVLinks or the PCIe path
+    (V(PIX), V(PXB), V(PHB), V(NODE), V(SYS)), the NVLink domains, CPU and NUMA affinity and the NVSwitch fabric
+    state - in RV(ansible_facts.nvidia.topology) and the GPU entries.
+  - Runs the optional checks whose thresholds are set (driver and CUDA versions, GPU count, memory, compute capability,
+    persistence and MIG mode, ECC errors, row remapping, temperature margin, foreign processes, NVLink links, GPU pair
+    connections and Fabric Manager) and fails once, listing every failed check with its measured value, its threshold,
+    the GPU or GPU pair and link, and what to fix.
+  - A field that NVML does not support on a device (C(NVMLError_NotSupported), for example fan speed, retired pages,
+    NUMA node or NVLink on a single H100) is C(null) and named in C(unsupported_fields); it is never a failure.
+    A check whose measurement is not supported is reported as V(not_supported).
   - The module only reads, so it runs for real in check mode.
 author:
   - llmops.inference maintainers (@llmops)
 requirements:
   - C(nvidia-ml-py) (import name C(pynvml)) for the target's Python.
-  - The NVIDIA driver (C(libnvidia-ml.so.1) and the loaded kernel module) when I(gpu_required=true).
+  - The NVIDIA driver (C(libnvidia-ml.so.1) and the loaded kernel module) when O(gpu_required=true).
 options:
   gpu_required:
     description:
       - Whether this host must have a working NVIDIA driver and at least one GPU.
-      - When C(false), a missing C(pynvml), driver library, kernel driver or GPU is reported in the facts
+      - When V(false), a missing C(pynvml), driver library, kernel driver or GPU is reported in the facts
         (C(available=false) with C(reason)) and is not a failure; checks that need GPUs do not run.
     type: bool
     default: true
   enforce:
     description:
-      - Fail the task when any check fails. When C(false), failures are only returned in C(failures) and C(msg).
+      - Fail the task when any check fails. When V(false), failures are only returned in RV(failures) and RV(msg).
     type: bool
     default: true
   min_driver_version:
     description:
-      - Lowest accepted NVIDIA driver version, compared numerically part by part (C(550.54.14), C(570)).
+      - Lowest accepted NVIDIA driver version, compared numerically part by part (V(550.54.14), V(570)).
     type: str
   min_cuda_driver_version:
     description:
-      - Lowest CUDA version the driver must support, as C(nvidia-smi) shows it (C(12.4)).
+      - Lowest CUDA version the driver must support, as C(nvidia-smi) shows it (V(12.4)).
     type: str
-  gpu_count:
+  expected_gpu_count:
     description:
-      - Exact number of GPUs the host must have.
+      - Exact number of GPUs the host must have (check C(expected_gpu_count)).
+      - The old name O(gpu_count) is a deprecated alias; it meant the same here, but in
+        M(llmops.inference.serving_plan) a GPU count is how many GPUs to use, so the name was ambiguous.
     type: int
+    aliases: [gpu_count]
   min_gpu_count:
     description:
       - Least number of GPUs the host must have.
@@ -61,7 +68,7 @@ options:
     type: int
   min_compute_capability:
     description:
-      - Lowest CUDA compute capability of every GPU (C(8.0) for Ampere, C(9.0) for Hopper).
+      - Lowest CUDA compute capability of every GPU (V(8.0) for Ampere, V(9.0) for Hopper).
     type: str
   require_persistence_mode:
     description:
@@ -70,7 +77,7 @@ options:
     default: false
   mig_mode:
     description:
-      - Required current MIG mode of every GPU; C(any) does not check it.
+      - Required current MIG mode of every GPU; V(any) does not check it.
     type: str
     choices: [any, disabled, enabled]
     default: any
@@ -90,23 +97,56 @@ options:
     type: int
   fail_on_foreign_processes:
     description:
-      - Fail when a process whose name is not in I(allowed_process_names) runs on a GPU.
+      - Fail when a process whose name is not in O(allowed_process_names) runs on a GPU.
       - Process names come from C(/proc/PID/comm); a process in another PID namespace has no name and counts as foreign.
     type: bool
     default: false
   allowed_process_names:
     description:
-      - Process names (as in C(/proc/PID/comm), at most 15 characters) allowed on the GPUs by I(fail_on_foreign_processes).
+      - Process names (as in C(/proc/PID/comm), at most 15 characters) allowed on the GPUs by O(fail_on_foreign_processes).
     type: list
     elements: str
     default: []
+  require_all_nvlinks_up:
+    description:
+      - Fail when an NVLink link of a GPU is not up (check C(nvlinks_up)); the failure names the GPU, the link and the
+        GPU or NVSwitch it reaches. GPUs without NVLink are reported as V(not_supported).
+    type: bool
+    default: false
+  min_nvlinks_per_gpu_pair:
+    description:
+      - Least number of active NVLinks between every two GPUs, directly or through NVSwitches, as the C(NV<n>) of
+        C(nvidia-smi topo -m) (check C(min_nvlinks_per_gpu_pair)). V(18) on an H100 SXM system.
+      - A pair joined only by PCIe has 0 and fails.
+    type: int
+  min_gpu_connection:
+    description:
+      - Worst acceptable connection between any two GPUs, best first - V(NV) (NVLink), V(PIX), V(PXB), V(PHB),
+        V(NODE), V(SYS), with the meaning of C(nvidia-smi topo -m) (check C(min_gpu_connection)).
+    type: str
+    choices: [NV, PIX, PXB, PHB, NODE, SYS]
+  require_fabric_manager:
+    description:
+      - Where NVLinks reach NVSwitches, fail unless NVIDIA Fabric Manager has registered every GPU with the fabric
+        (NVML's GPU fabric state V(completed)), or, where NVML does not report that state, unless an
+        C(nv-fabricmanager) process runs (check C(fabric_manager)). Hosts without NVSwitch pass.
+    type: bool
+    default: false
 notes:
   - Read-only; supports check mode (it runs for real) and has no diff.
   - Facts keep NVML's units where they are exact (MiB, degrees Celsius, watts with one decimal).
+  - The NVLink bandwidth of a host is measured by M(llmops.inference.gpu_fabric_test), which is not run here.
 seealso:
+  - module: llmops.inference.gpu_fabric_test
+    description: Measures the all-reduce bus bandwidth across the GPUs that this module reports joined.
+  - module: llmops.inference.serving_plan
+    description: Sizes models against the GPUs this module reports.
   - name: NVML API reference
     description: The NVIDIA Management Library that C(nvidia-smi) is built on.
     link: https://docs.nvidia.com/deploy/nvml-api/
+  - name: Multi-GPU hosts (collection guide)
+    description: Topology facts, checks, the fabric test and how the vllm role places instances on GPUs.
+    link: https://github.com/llmops/inference/blob/main/docs/multi_gpu.md
 attributes:
   action_group:
     description: Use C(group/llmops.inference.inference) in C(module_defaults) to set its defaults.
@@ -138,6 +178,18 @@ EXAMPLES = r"""
     min_temperature_margin_c: 10
     fail_on_foreign_processes: true
     allowed_process_names: [python3, vllm]
+
+- name: Refuse an 8-GPU NVSwitch host with a link down or Fabric Manager stopped
+  llmops.inference.gpu_validate:
+    expected_gpu_count: 8
+    require_all_nvlinks_up: true
+    min_nvlinks_per_gpu_pair: 18
+    min_gpu_connection: NV
+    require_fabric_manager: true
+
+- name: Print the GPU matrix like nvidia-smi topo -m
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.nvidia.topology.matrix }}"
 
 - name: Only gather facts and report problems (for a fleet report)
   llmops.inference.gpu_validate:
@@ -181,9 +233,24 @@ ansible_facts:
           C(fan_speed_percent), C(power_draw_w), C(power_limit_w), C(pcie_link_gen_current), C(pcie_link_gen_max),
           C(pcie_link_width_current), C(pcie_link_width_max), C(throttle_reasons_mask), C(throttle_reasons),
           C(numa_node), C(nvlink_active_links), C(processes) (C(pid), C(name), C(used_memory_mib)),
+          C(nvlinks), C(cpu_affinity), C(numa_affinity), C(fabric_state), C(fabric_status), C(fabric_clique_id),
           C(unsupported_fields) and C(field_errors).
+        - C(nvlinks) is C(null) on a GPU without NVLink, else one entry per link - C(link) (number), C(state)
+          (V(up) or V(down)), C(version) (V(4.0) on Hopper) and C(version_raw) (NVML's C(nvmlNvlinkVersion_t)),
+          C(remote_pci_bus_id), C(remote_type) (V(gpu), V(switch), V(ibmnpu), V(unknown)) and C(remote_gpu) (the index
+          of the GPU the link reaches, C(null) for a switch).
+        - C(cpu_affinity) is the CPU list nearest to the GPU (V(0-31)), C(numa_affinity) the NUMA nodes nearest to its
+          memory (a list), as C(nvidia-smi topo -m) shows them; C(fabric_state) (V(not_supported), V(not_started),
+          V(in_progress), V(completed)), C(fabric_status) and C(fabric_clique_id) are the GPU's NVSwitch fabric
+          registration (Hopper and later).
+        - C(topology) is C(null) when NVML did not answer, else C(matrix) (one row per GPU, V(X) on the diagonal, else
+          V(NV<n>) for n active NVLinks or the PCIe path V(PIX), V(PXB), V(PHB), V(NODE), V(SYS); C(null) if unknown),
+          C(pairs) (per GPU pair C(gpus), C(nvlinks), C(pcie) and C(connection)), C(nvlink_domains) (lists of GPU
+          indices joined by NVLink), C(nvswitch_links) (active links that reach NVSwitches) and
+          C(fabric_manager_running) (whether an C(nv-fabricmanager) process runs; C(null) without NVSwitch links).
         - Fields NVML does not support on the device are C(null).
-        - The sample is the real answer of an H100 80GB HBM3 host (driver 580.159.04).
+        - The sample is the real answer of an H100 80GB HBM3 host (driver 580.159.04), shortened;
+          C(docs/multi_gpu.md) shows the topology of a real 2-GPU host.
       type: dict
       returned: always
       sample:
@@ -235,8 +302,20 @@ ansible_facts:
             numa_node: null
             nvlink_active_links: null
             processes: []
-            unsupported_fields: [fan_speed_percent, numa_node, nvlink_active_links, retired_pages]
+            nvlinks: null
+            cpu_affinity: "0-15"
+            numa_affinity: null
+            fabric_state: null
+            fabric_status: null
+            fabric_clique_id: null
+            unsupported_fields: [fabric, fan_speed_percent, numa_affinity, numa_node, nvlink_active_links, nvlinks, retired_pages]
             field_errors: {}
+        topology:
+          matrix: [["X"]]
+          pairs: []
+          nvlink_domains: [[0]]
+          nvswitch_links: 0
+          fabric_manager_running: null
 checks:
   description: Every check that ran, one entry per check and GPU.
   returned: always
@@ -244,11 +323,17 @@ checks:
   elements: dict
   contains:
     check:
-      description: Check name, for example C(min_driver_version), C(min_memory_mib), C(temperature_margin).
+      description:
+        - Check name, for example C(min_driver_version), C(expected_gpu_count), C(min_memory_mib), C(temperature_margin),
+          C(nvlinks_up), C(min_nvlinks_per_gpu_pair), C(min_gpu_connection), C(fabric_manager).
       type: str
     gpu:
-      description: GPU index, C(null) for host-wide checks.
+      description: GPU index, C(null) for host-wide and GPU pair checks.
       type: int
+    gpus:
+      description: The GPU indices the check is about - none for a host-wide check, one per GPU, two for a GPU pair.
+      type: list
+      elements: int
     status:
       description: C(passed), C(failed) or C(not_supported) (NVML cannot measure it on this device; not a failure).
       type: str
@@ -262,7 +347,7 @@ checks:
       description: What was found and, for a failure, what to fix.
       type: str
 failures:
-  description: The failed entries of C(checks).
+  description: The failed entries of RV(checks).
   returned: always
   type: list
   elements: dict
@@ -276,25 +361,6 @@ msg:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.llmops.inference.plugins.module_utils import nvml
-
-ARGUMENT_SPEC = {
-    "gpu_required": {"type": "bool", "default": True},
-    "enforce": {"type": "bool", "default": True},
-    "min_driver_version": {"type": "str"},
-    "min_cuda_driver_version": {"type": "str"},
-    "gpu_count": {"type": "int"},
-    "min_gpu_count": {"type": "int"},
-    "min_memory_mib": {"type": "int"},
-    "min_compute_capability": {"type": "str"},
-    "require_persistence_mode": {"type": "bool", "default": False},
-    "mig_mode": {"type": "str", "choices": ["any", "disabled", "enabled"], "default": "any"},
-    "fail_on_uncorrected_ecc_errors": {"type": "bool", "default": False},
-    "fail_on_pending_row_remap": {"type": "bool", "default": False},
-    "min_temperature_margin_c": {"type": "int"},
-    "fail_on_foreign_processes": {"type": "bool", "default": False},
-    "allowed_process_names": {"type": "list", "elements": "str", "default": []},
-}
-
 
 def run_module(module):
     params = module.params
@@ -329,7 +395,33 @@ def run_module(module):
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=dict(
+            gpu_required=dict(type="bool", default=True),
+            enforce=dict(type="bool", default=True),
+            min_driver_version=dict(type="str"),
+            min_cuda_driver_version=dict(type="str"),
+            expected_gpu_count=dict(
+                type="int", aliases=["gpu_count"],
+                deprecated_aliases=[dict(name="gpu_count", version="2.0.0", collection_name="llmops.inference")],
+            ),
+            min_gpu_count=dict(type="int"),
+            min_memory_mib=dict(type="int"),
+            min_compute_capability=dict(type="str"),
+            require_persistence_mode=dict(type="bool", default=False),
+            mig_mode=dict(type="str", choices=["any", "disabled", "enabled"], default="any"),
+            fail_on_uncorrected_ecc_errors=dict(type="bool", default=False),
+            fail_on_pending_row_remap=dict(type="bool", default=False),
+            min_temperature_margin_c=dict(type="int"),
+            fail_on_foreign_processes=dict(type="bool", default=False),
+            allowed_process_names=dict(type="list", elements="str", default=[]),
+            require_all_nvlinks_up=dict(type="bool", default=False),
+            min_nvlinks_per_gpu_pair=dict(type="int"),
+            min_gpu_connection=dict(type="str", choices=["NV", "PIX", "PXB", "PHB", "NODE", "SYS"]),
+            require_fabric_manager=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
     run_module(module)
 
 

@@ -11,13 +11,14 @@ Build one with :func:`make_fake`; put it in ``sys.modules['pynvml']``.
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import string
 import types
 
 import pytest
 
-from ansible_collections.llmops.inference.plugins.module_utils import nvml
+from ansible_collections.llmops.inference.plugins.module_utils import nvml, nvml_topology
 
 # nvml.h return codes and nvidia-ml-py's texts for them.
 ERROR_CODES = {
@@ -109,6 +110,23 @@ class PciInfo:
         self.busId = bus_id  # pylint: disable=invalid-name
 
 
+class GpuFabricInfo(ctypes.Structure):
+    """c_nvmlGpuFabricInfo_t: nvmlDeviceGetGpuFabricInfo fills it through a pointer."""
+
+    _fields_ = [("clusterUuid", ctypes.c_ubyte * 16), ("status", ctypes.c_uint), ("cliqueId", ctypes.c_uint), ("state", ctypes.c_uint)]
+
+
+def fabric_info(state, status=0, clique=0):
+    """nvmlDeviceGetGpuFabricInfo(handle, byref(info)) answering ``state`` (3 = completed)."""
+
+    def answer(pointer):
+        info = pointer._obj  # pylint: disable=protected-access
+        info.state, info.status, info.cliqueId = state, status, clique
+        return 0
+
+    return answer
+
+
 class Process:
     def __init__(self, pid, used):
         self.pid = pid
@@ -148,6 +166,8 @@ def h100(**overrides):
             "nvmlDeviceGetCurrentClocksEventReasons": 0x1,
             "nvmlDeviceGetCurrentClocksThrottleReasons": 0x1,
             "nvmlDeviceGetComputeRunningProcesses": [],
+            # Assumed like the 16-core single-GPU host; real multi-GPU answers: benchmarks/results/multi_gpu_*.
+            "nvmlDeviceGetCpuAffinity": lambda words: [0xFFFF] + [0] * (words - 1),
         },
         "raises": {
             "nvmlDeviceGetFanSpeed": NOT_SUPPORTED,
@@ -155,6 +175,8 @@ def h100(**overrides):
             "nvmlDeviceGetRetiredPagesPendingStatus": NOT_SUPPORTED,
             "nvmlDeviceGetNumaNodeId": NOT_SUPPORTED,
             "nvmlDeviceGetNvLinkState": NOT_SUPPORTED,
+            "nvmlDeviceGetMemoryAffinity": NOT_SUPPORTED,
+            "nvmlDeviceGetGpuFabricInfo": NOT_SUPPORTED,
         },
     }
     for key, value in overrides.items():
@@ -176,7 +198,96 @@ DEVICE_FUNCTIONS = (
     "nvmlDeviceGetMaxPcieLinkWidth", "nvmlDeviceGetCurrentClocksEventReasons",
     "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetRetiredPages", "nvmlDeviceGetRetiredPagesPendingStatus",
     "nvmlDeviceGetNumaNodeId", "nvmlDeviceGetNvLinkState", "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetNvLinkVersion", "nvmlDeviceGetNvLinkRemotePciInfo", "nvmlDeviceGetNvLinkRemoteDeviceType",
+    "nvmlDeviceGetCpuAffinity", "nvmlDeviceGetMemoryAffinity", "nvmlDeviceGetGpuFabricInfo",
+    "nvmlDeviceGetTopologyCommonAncestor",
 )
+
+# nvmlNvLinkDeviceType_t and nvmlGpuTopologyLevel_t values.
+REMOTE_GPU, REMOTE_SWITCH = 0, 2
+TOPOLOGY = {"PIX": 10, "PXB": 20, "PHB": 30, "NODE": 40, "SYS": 50}
+
+
+def nvlinks(links, version=6):
+    """GPU overrides for NVLink: ``links`` is a list of (state, remote bus id, remote type) per link.
+
+    Links past the list answer InvalidArgument, like NVML past a GPU's last link;
+    version 6 is NVLink 4.0 (Hopper).
+    """
+    invalid = ERROR_CODES["INVALID_ARGUMENT"][0]
+
+    def per_link(pick):
+        def answer(link):
+            if link >= len(links):
+                raise NVMLError(invalid)
+            return pick(links[link])
+        return answer
+
+    return {
+        "nvmlDeviceGetNvLinkState": per_link(lambda entry: entry[0]),
+        "nvmlDeviceGetNvLinkVersion": per_link(lambda entry: version),
+        "nvmlDeviceGetNvLinkRemotePciInfo": per_link(lambda entry: PciInfo(entry[1])),
+        "nvmlDeviceGetNvLinkRemoteDeviceType": per_link(lambda entry: entry[2]),
+    }
+
+
+def host(count, *, nvlink=None, pcie="SYS", numa=None, cpus=None, name="NVIDIA H100 80GB HBM3", fabric=None):
+    """GPUs of a multi-GPU host, each an :func:`h100` with its own bus id and UUID.
+
+    ``nvlink(i)`` gives GPU i's link list (see :func:`nvlinks`) or None for no NVLink;
+    ``pcie`` is the PCIe path between any two GPUs, or a function (i, j) -> path;
+    ``numa(i)`` and ``cpus(i)`` give GPU i's NUMA node and CPU mask word;
+    ``fabric(i)`` gives its fabric state (3 = completed) or None.
+    """
+    gpus = []
+    for i in range(count):
+        overrides = {
+            "nvmlDeviceGetName": name,
+            "nvmlDeviceGetUUID": "GPU-%08x-0000-0000-0000-%012d" % (i, i),
+            "nvmlDeviceGetPciInfo": PciInfo(bus_id(i).encode()),
+            "nvmlDeviceGetTopologyCommonAncestor": _pcie_answer(i, pcie),
+        }
+        links = nvlink(i) if nvlink else None
+        if links is not None:
+            overrides.update(nvlinks(links))
+        if numa is not None:
+            overrides["nvmlDeviceGetNumaNodeId"] = numa(i)
+            overrides["nvmlDeviceGetMemoryAffinity"] = _mask_answer(1 << numa(i), scope=True)
+        if cpus is not None:
+            overrides["nvmlDeviceGetCpuAffinity"] = _mask_answer(cpus(i))
+        if fabric is not None and fabric(i) is not None:
+            overrides["nvmlDeviceGetGpuFabricInfo"] = fabric_info(fabric(i))
+        gpus.append(h100(**overrides))
+    return gpus
+
+
+def _mask_answer(mask, scope=False):
+    """An affinity call answering ``mask`` in the first of the requested words."""
+    if scope:
+        return lambda words, _scope: [mask] + [0] * (words - 1)
+    return lambda words: [mask] + [0] * (words - 1)
+
+
+def bus_id(index):
+    """NVML's 8-digit-domain bus id of host GPU ``index``."""
+    return "00000000:%02X:00.0" % (0x18 + 0x10 * index)
+
+
+def _pcie_answer(index, pcie):
+    def answer(other):
+        path = pcie(index, other[1]) if callable(pcie) else pcie
+        return TOPOLOGY[path]
+    return answer
+
+
+def direct_links(count, peer_of):
+    """``count`` links, each up and reaching the GPU ``peer_of(link)`` directly."""
+    return [(1, bus_id(peer_of(link)).encode(), REMOTE_GPU) for link in range(count)]
+
+
+def switch_links(count=18, up=None):
+    """``count`` links to NVSwitches (up unless ``up(link)`` says not)."""
+    return [(1 if up is None or up(link) else 0, b"00000000:%02X:00.0" % (0xA0 + link % 4), REMOTE_SWITCH) for link in range(count)]
 
 
 def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None, driver="580.159.04",
@@ -191,6 +302,7 @@ def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None,
     mod = types.ModuleType("pynvml")
     mod.NVMLError = NVMLError
     mod.nvmlMemory_v2 = NVML_MEMORY_V2
+    mod.c_nvmlGpuFabricInfo_t = GpuFabricInfo
     for cls_name, cls in ERROR_CLASSES.items():
         setattr(mod, cls_name, cls)
     for err_name, (code, _text) in ERROR_CODES.items():
@@ -311,6 +423,22 @@ def test_fake_matches_real_pynvml():
     assert len(inspect.signature(real.nvmlDeviceGetTemperatureThreshold).parameters) == 2
     assert len(inspect.signature(real.nvmlDeviceGetNvLinkState).parameters) == 2
     assert len(inspect.signature(real.nvmlDeviceGetRetiredPages).parameters) == 2
+    for name, count in (("nvmlDeviceGetNvLinkVersion", 2), ("nvmlDeviceGetNvLinkRemotePciInfo", 2),
+                        ("nvmlDeviceGetNvLinkRemoteDeviceType", 2), ("nvmlDeviceGetCpuAffinity", 2),
+                        ("nvmlDeviceGetMemoryAffinity", 3), ("nvmlDeviceGetGpuFabricInfo", 2),
+                        ("nvmlDeviceGetTopologyCommonAncestor", 2)):
+        assert len(inspect.signature(getattr(real, name)).parameters) == count, name
+    # Topology constants nvml_topology.py hard-codes, and the fabric structure it fills.
+    for value, word in nvml_topology.PCIE_PATHS.items():
+        assert value in (real.NVML_TOPOLOGY_INTERNAL, real.NVML_TOPOLOGY_SINGLE, real.NVML_TOPOLOGY_MULTIPLE,
+                         real.NVML_TOPOLOGY_HOSTBRIDGE, real.NVML_TOPOLOGY_NODE, real.NVML_TOPOLOGY_SYSTEM), word
+    assert (real.NVML_TOPOLOGY_SINGLE, real.NVML_TOPOLOGY_HOSTBRIDGE, real.NVML_TOPOLOGY_SYSTEM) == (TOPOLOGY["PIX"], TOPOLOGY["PHB"], TOPOLOGY["SYS"])
+    assert (real.NVML_NVLINK_DEVICE_TYPE_GPU, real.NVML_NVLINK_DEVICE_TYPE_SWITCH) == (REMOTE_GPU, REMOTE_SWITCH)
+    assert real.NVML_NVLINK_VERSION_4_0 == 6 and nvml_topology.NVLINK_VERSIONS[6] == "4.0"
+    assert real.NVML_NVLINK_VERSION_5_0 == 7 and nvml_topology.NVLINK_VERSIONS[7] == "5.0"
+    assert real.NVML_GPU_FABRIC_STATE_COMPLETED == 3 and nvml_topology.FABRIC_STATES[3] == "completed"
+    assert real.NVML_AFFINITY_SCOPE_NODE == 0
+    assert [f[0] for f in real.c_nvmlGpuFabricInfo_t._fields_] == [f[0] for f in GpuFabricInfo._fields_]  # pylint: disable=protected-access
     # Constants nvml.py hard-codes.
     assert real.NVML_TEMPERATURE_GPU == 0
     assert real.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN == 1

@@ -20,6 +20,8 @@ def _load_fake():
 
 
 fake = _load_fake()
+# What the real H100 answered NotSupported for (fabric and NUMA affinity: assumed alike).
+H100_UNSUPPORTED = ["fabric", "fan_speed_percent", "numa_affinity", "numa_node", "nvlink_active_links", "nvlinks", "retired_pages"]
 MIB = fake.MIB
 CODES = {name: code for name, (code, _text) in fake.ERROR_CODES.items()}
 
@@ -137,7 +139,7 @@ def test_h100_facts_and_unsupported_fields_are_null():
     for field in ("fan_speed_percent", "numa_node", "nvlink_active_links", "retired_pages_single_bit",
                   "retired_pages_double_bit", "retired_pages_pending"):
         assert gpu[field] is None, field
-    assert gpu["unsupported_fields"] == ["fan_speed_percent", "numa_node", "nvlink_active_links", "retired_pages"]
+    assert gpu["unsupported_fields"] == H100_UNSUPPORTED
     assert gpu["field_errors"] == {}
     assert set(gpu) == set(nvml.GPU_FIELDS) | {"unsupported_fields", "field_errors"}
 
@@ -170,7 +172,7 @@ def test_memory_falls_back_to_v1_without_v2_support():
 
     gpu = collect([fake.h100(nvmlDeviceGetMemoryInfo=v1_only)])["gpus"][0]
     assert (gpu["memory_total_mib"], gpu["memory_used_mib"], gpu["memory_reserved_mib"]) == (1000, 15, None)
-    assert gpu["unsupported_fields"] == ["fan_speed_percent", "numa_node", "nvlink_active_links", "retired_pages"]
+    assert gpu["unsupported_fields"] == H100_UNSUPPORTED
 
 
 def test_no_gpus():
@@ -291,7 +293,10 @@ def test_decode_throttle_reasons():
         ({"min_driver_version": "latest"}, "min_driver_version"),
         ({"min_cuda_driver_version": "12.x"}, "min_cuda_driver_version"),
         ({"min_compute_capability": "sm_90"}, "min_compute_capability"),
-        ({"gpu_count": -1}, "gpu_count"),
+        ({"gpu_count": -1}, "expected_gpu_count"),
+        ({"expected_gpu_count": -1}, "expected_gpu_count"),
+        ({"min_nvlinks_per_gpu_pair": -1}, "min_nvlinks_per_gpu_pair"),
+        ({"min_gpu_connection": "NVLINK"}, "min_gpu_connection"),
         ({"min_memory_mib": -5}, "min_memory_mib"),
         ({"mig_mode": "on"}, "mig_mode"),
     ],
@@ -325,7 +330,7 @@ def test_unparsable_measured_driver_version_fails_the_check():
 H100_PASSING = {
     "min_driver_version": "550.54.14",
     "min_cuda_driver_version": "12.4",
-    "gpu_count": 1,
+    "expected_gpu_count": 1,
     "min_gpu_count": 1,
     "min_memory_mib": 81559,
     "min_compute_capability": "9.0",
@@ -345,7 +350,7 @@ def test_all_checks_pass_on_healthy_h100():
     results = nvml.evaluate(facts, H100_PASSING)
     assert nvml.failures(results) == []
     assert {r["check"] for r in results} == {
-        "min_driver_version", "min_cuda_driver_version", "gpu_count", "min_gpu_count", "min_memory_mib",
+        "min_driver_version", "min_cuda_driver_version", "expected_gpu_count", "min_gpu_count", "min_memory_mib",
         "min_compute_capability", "require_persistence_mode", "mig_mode", "uncorrected_ecc_errors",
         "pending_row_remap", "row_remap_failure", "temperature_margin", "foreign_processes",
     }
@@ -361,7 +366,7 @@ def test_no_thresholds_runs_no_checks():
 FAILING_CASES = [
     ("min_driver_version", {}, {"driver": "535.104.05"}, {"min_driver_version": "550"}, "535.104.05", "older than the required 550"),
     ("min_cuda_driver_version", {}, {"cuda": 12020}, {"min_cuda_driver_version": "12.4"}, "12.2", "supports CUDA up to 12.2"),
-    ("gpu_count", {}, {}, {"gpu_count": 2}, 1, "expected exactly 2"),
+    ("expected_gpu_count", {}, {}, {"expected_gpu_count": 2}, 1, "expected exactly 2"),
     ("min_gpu_count", {}, {}, {"min_gpu_count": 8}, 1, "at least 8"),
     ("min_memory_mib", {}, {}, {"min_memory_mib": 81920}, 81559, "81559 MiB total memory is less than the 81920 MiB"),
     ("min_compute_capability", {"nvmlDeviceGetCudaComputeCapability": (8, 6)}, {}, {"min_compute_capability": "8.9"}, "8.6", "below the required 8.9"),
@@ -391,7 +396,7 @@ def test_each_check_fails_with_measured_value_threshold_and_fix(case):
     assert words in nvml.summary(results)
     # The healthy GPU passes the same threshold (except count/version cases, which are host-wide).
     healthy = nvml.evaluate(collect([fake.h100()]), thresholds)
-    if check not in ("gpu_count", "min_gpu_count", "min_memory_mib", "mig_mode") or thresholds.get("mig_mode") == "disabled":
+    if check not in ("expected_gpu_count", "min_gpu_count", "min_memory_mib", "mig_mode") or thresholds.get("mig_mode") == "disabled":
         assert nvml.failures(healthy) == [], healthy
 
 
@@ -413,7 +418,7 @@ def test_foreign_processes_fail_with_pid_name_and_memory():
 def test_all_failures_of_a_host_are_reported_at_once():
     gpus = [fake.h100(), fake.h100(nvmlDeviceGetPersistenceMode=0, nvmlDeviceGetTemperature=lambda s: 85)]
     facts = collect(gpus, driver="535.104.05")
-    results = nvml.evaluate(facts, H100_PASSING | {"gpu_count": 2, "min_gpu_count": 2, "min_temperature_margin_c": 5})
+    results = nvml.evaluate(facts, H100_PASSING | {"expected_gpu_count": 2, "min_gpu_count": 2, "min_temperature_margin_c": 5})
     failed = [(f["check"], f["gpu"]) for f in nvml.failures(results)]
     assert failed == [("min_driver_version", None), ("require_persistence_mode", 1), ("temperature_margin", 1)]
     text = nvml.summary(results)
@@ -458,3 +463,12 @@ def test_zero_gpus_fails_only_when_gpu_required():
     assert nvml.evaluate(facts, {}, gpu_required=False) == []
     result = by_check(nvml.evaluate(facts, {"min_gpu_count": 1}, gpu_required=False), "min_gpu_count")
     assert result["status"] == "failed"
+
+
+def test_deprecated_gpu_count_threshold_is_expected_gpu_count():
+    facts = collect([fake.h100()])
+    result = by_check(nvml.evaluate(facts, {"gpu_count": 2}), "expected_gpu_count")
+    assert (result["status"], result["measured"], result["threshold"]) == ("failed", 1, 2)
+    # The new name wins when both are given.
+    assert by_check(nvml.evaluate(facts, {"gpu_count": 2, "expected_gpu_count": 1}), "expected_gpu_count")["status"] == "passed"
+    assert nvml.DEPRECATED_OPTIONS == {"gpu_count": "expected_gpu_count"}

@@ -125,16 +125,57 @@ def test_invalid_threshold_fails_before_reading(h100_host, capsys):
     assert h100_host.calls == []
 
 
-def test_documentation_matches_argument_spec():
-    """What validate-modules checks: every option documented with the same type, default, choices."""
+def _argument_spec(monkeypatch):
+    """The argument_spec main() hands to AnsibleModule."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(argument_spec, **_kwargs):
+        seen.update(argument_spec)
+        raise Stop
+
+    monkeypatch.setattr(gpu_validate, "AnsibleModule", capture)
+    with pytest.raises(Stop):
+        gpu_validate.main()
+    return seen
+
+
+def test_documentation_matches_argument_spec(monkeypatch):
+    """What validate-modules checks: every option documented with the same type, default, choices, aliases."""
     options = yaml.safe_load(gpu_validate.DOCUMENTATION)["options"]
-    assert set(options) == set(gpu_validate.ARGUMENT_SPEC)
-    for name, spec in gpu_validate.ARGUMENT_SPEC.items():
+    argument_spec = _argument_spec(monkeypatch)
+    assert set(options) == set(argument_spec)
+    for name, spec in argument_spec.items():
         doc = options[name]
         assert doc["type"] == spec["type"], name
         assert doc.get("default") == spec.get("default"), name
         assert doc.get("choices") == spec.get("choices"), name
         assert doc.get("elements") == spec.get("elements"), name
-    assert set(nvml.CHECK_OPTIONS) <= set(gpu_validate.ARGUMENT_SPEC)
+        assert doc.get("aliases") == spec.get("aliases"), name
+    assert set(nvml.CHECK_OPTIONS) <= set(argument_spec)
     yaml.safe_load(gpu_validate.EXAMPLES)
     yaml.safe_load(gpu_validate.RETURN)
+
+
+def test_deprecated_gpu_count_alias_still_works_and_warns(h100_host, capsys):
+    result = run({"gpu_count": 2, "enforce": False}, capsys)
+    assert [f["check"] for f in result["failures"]] == ["expected_gpu_count"]
+    assert "expected exactly 2" in result["msg"]
+    assert "gpu_count" in json.dumps(result.get("deprecations")), result.get("deprecations")
+
+
+def test_return_documents_every_key(h100_host, capsys):
+    """Every key the module returns, and every fact key, is named in RETURN."""
+    result = run({"min_memory_mib": 1, "require_all_nvlinks_up": True}, capsys)
+    returned = yaml.safe_load(gpu_validate.RETURN)
+    for key in ("checks", "failures", "msg", "ansible_facts"):
+        assert key in returned and key in result
+    assert set(returned["checks"]["contains"]) == set(result["checks"][0])
+    nvidia_doc = " ".join(returned["ansible_facts"]["contains"]["nvidia"]["description"])
+    facts = result["ansible_facts"]["nvidia"]
+    for key in list(facts) + list(facts["gpus"][0]) + list(facts["topology"]):
+        assert "C(%s)" % key in nvidia_doc, key
+    assert set(returned["ansible_facts"]["contains"]["nvidia"]["sample"]) == set(facts)
+    assert set(returned["ansible_facts"]["contains"]["nvidia"]["sample"]["gpus"][0]) == set(facts["gpus"][0])

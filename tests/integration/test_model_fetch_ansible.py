@@ -81,9 +81,10 @@ def test_module_fresh_rerun_check_mode(hub, tmp_path):
 
 
 def test_missing_requests_is_reported(tmp_path):
-    bare = "/usr/bin/python3"
-    if not os.path.exists(bare) or subprocess.run([bare, "-c", "import requests"], capture_output=True, check=False).returncode == 0:
-        pytest.skip("no Python without requests on this host")
+    # A Python without requests on every machine: a fresh venv of this one, without site packages.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = str(tmp_path / "bare" / "bin" / "python")
+    assert subprocess.run([bare, "-c", "import requests"], capture_output=True, check=False).returncode != 0
     res = ansible({"repo_id": "acme/x", "dest": str(tmp_path / "d")}, python=bare)
     assert res["failed"] is True and "Failed to import the required Python library (requests)" in res["msg"]
     assert not (tmp_path / "d").exists()

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 from bench import GiB, WORK, NginxHub, make_random_file, mf  # noqa: E402
 
+from ansible_collections.llmops.inference.plugins.module_utils import model_fetch_transfer as transfer  # noqa: E402
+
 
 class CountingHasher(mf.StreamHasher):
     expected = None
@@ -75,16 +77,16 @@ def main():
                     os.fsync(fd)
                     os.close(fd)
                 elif name == "model_fetch":
-                    mf.run(dict(params, dest=str(out)))
+                    mf.run(dict(params, dest=str(out), connections=1))  # the single-stream path this measures
                 elif "KiB buffers" in name:
-                    mf.run(dict(params, dest=str(out), chunk_size=int(name.split()[1]) * 1024))
+                    mf.run(dict(params, dest=str(out), connections=1, buffer_size=int(name.split()[1]) * 1024))
                 else:
-                    real = mf.StreamHasher
-                    mf.StreamHasher = CountingHasher
+                    real = transfer.StreamHasher
+                    transfer.StreamHasher = CountingHasher
                     try:
-                        mf.run(dict(params, dest=str(out)))
+                        mf.run(dict(params, dest=str(out), connections=1))
                     finally:
-                        mf.StreamHasher = real
+                        transfer.StreamHasher = real
                 values.append((time.monotonic() - t0, cpu() - c0))
                 print("%-22s wall %6.2f s  cpu %6.2f s" % (name, *values[-1]), file=sys.stderr, flush=True)
     finally:

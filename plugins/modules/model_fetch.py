@@ -17,8 +17,13 @@ description:
   - Every file is hashed while its bytes stream in (sha256 from the Hub's LFS metadata, the git blob sha1 for small
     non-LFS files, or a checksum you pin in O(checksums)), written to C(DEST/.llmops-staging/), fsynced, and renamed
     into place only when it matches. A corrupt or partial file never sits at its final path.
-  - An interrupted transfer resumes with an HTTP Range request on the next attempt or the next run. A server that
-    ignores Range is handled by restarting that file.
+  - Files larger than O(chunk_size) are fetched as O(connections) parallel HTTP Range requests. The sha256 of the
+    contiguous prefix is computed while ranges land, from the page cache, so the file is not read back from disk
+    after the download.
+  - An interrupted transfer resumes on the next attempt or the next run. A parallel download keeps the list of byte
+    ranges already written in the staging area, and asks only for the missing ones. A server that ignores Range is
+    handled by fetching over one stream from the start.
+  - While it runs the module writes bytes done, rate and ETA to O(progress_file); the last figures are in RV(progress).
   - Free space for the bytes still to come is checked before the first byte is written.
   - A manifest, C(DEST/.llmops-manifest.json), records the source, the commit, and each file's size, hashes and mtime.
     A re-run on a complete directory reads no file data (with a commit-hash O(revision) it makes no network request
@@ -122,6 +127,25 @@ options:
     description: How many files are downloaded at once.
     type: int
     default: 4
+  connections:
+    description:
+      - Connections per file. A file larger than O(chunk_size) whose size is known is fetched as parallel HTTP
+        C(Range) requests over this many connections (as C(aria2c -x) or C(hf_transfer) do), which is what gets a
+        download to line rate where a hub, CDN or proxy caps each connection.
+      - V(1) fetches every file over one stream. A server that ignores C(Range) (answers 200) is detected on the
+        first request and the file is fetched over one stream.
+      - At most O(parallel) times O(connections) connections are open at once.
+    type: int
+    default: 8
+    version_added: "0.2.0"
+  chunk_size:
+    description:
+      - Size in bytes of each C(Range) request of a parallel download (default 16 MiB). Smaller chunks spread the
+        tail of a file over more connections; each chunk costs one request.
+      - At least 262144 (256 KiB).
+    type: int
+    default: 16777216
+    version_added: "0.2.0"
   retries:
     description:
       - Retries per file after a connection error, short read or 5xx answer, with exponential backoff. Each retry
@@ -149,11 +173,33 @@ options:
       - Remove files recorded in the manifest by an earlier run that the current selection no longer includes.
     type: bool
     default: true
+  progress_file:
+    description:
+      - JSON file the module rewrites about once a second while it runs, with bytes done, total, rate and ETA
+        (see RV(progress) for the keys), and a last time with C(state) V(done) or V(failed).
+      - Defaults to C(DEST/.llmops-progress.json). Run the task with C(async) and read this file on each poll to
+        show progress during a long download (the fetch step of the C(llmops.inference.vllm) role does).
+      - Not written in check mode.
+    type: path
+    version_added: "0.2.0"
+  progress_id:
+    description:
+      - Opaque text copied into the progress file as C(id), so that a poller can tell this run's reports from those
+        an earlier run left.
+    type: str
+    version_added: "0.2.0"
 notes:
   - The destination must be on a file system with room for the files still to download; partial files live in
     C(DEST/.llmops-staging/) on the same file system so that the final rename is atomic.
   - Two runs on the same O(dest) take turns (an exclusive lock on the directory).
 seealso:
+  - module: ansible.builtin.get_url
+    description: One plain file with an optional checksum, without resume or manifest.
+  - module: ansible.builtin.async_status
+    description: Poll a model_fetch task started with C(async) (the progress file tells how far it got).
+  - name: model_fetch operator guide
+    description: Layout, resume, parallel ranges, progress, errors and benchmark figures (docs/model_fetch.md in the collection).
+    link: https://github.com/llmops/inference/blob/main/docs/model_fetch.md
   - name: Hugging Face Hub HTTP API
     description: The API shapes used to list and download files.
     link: https://huggingface.co/docs/hub/api
@@ -242,6 +288,21 @@ files:
     sha256:
       description: sha256 of the file, when known.
       type: str
+    replaced:
+      description: A wrong file was at this path and was replaced (downloaded files only).
+      type: bool
+    restarted:
+      description: The server ignored C(Range), so the file was fetched from byte 0 over one stream (downloaded files only).
+      type: bool
+    attempts:
+      description: HTTP requests made for this file's data, retries included (downloaded files only).
+      type: int
+    connections:
+      description: Connections used for this file (V(1) for one stream; downloaded files only).
+      type: int
+    replace:
+      description: In check mode, whether a wrong file at this path would be replaced.
+      type: bool
   sample:
     - {path: model.safetensors, status: downloaded, size: 269060552, bytes_transferred: 269060552, sha256: "9f86..."}
 pruned:
@@ -274,9 +335,85 @@ throughput:
   returned: always
   type: int
 bytes_free:
-  description: Free bytes on the destination file system.
+  description: Free bytes on the destination file system (also returned when a run fails for lack of space).
   returned: in check mode
   type: int
+progress:
+  description: The last progress report, as written to RV(progress_file).
+  returned: when not in check mode
+  type: dict
+  contains:
+    state:
+      description: V(done) (or V(starting), V(running), V(failed) in the file while or after a run).
+      type: str
+    bytes_done:
+      description: Bytes received in this run.
+      type: int
+    bytes_total:
+      description: Bytes this run had to download (RV(bytes_to_fetch)).
+      type: int
+    percent:
+      description: RV(progress.bytes_done) as a percentage of RV(progress.bytes_total).
+      type: float
+    rate:
+      description: Bytes per second; the run's average when done, over the last 10 seconds while running.
+      type: int
+    eta_s:
+      description: Seconds left at the current rate (null while unknown).
+      type: float
+    elapsed_s:
+      description: Seconds since the run started.
+      type: float
+    files_done:
+      description: Files downloaded and verified so far in this run.
+      type: int
+    files_total:
+      description: Files this run had to download.
+      type: int
+    id:
+      description: O(progress_id).
+      type: str
+    pid:
+      description: Process id of the module.
+      type: int
+    updated:
+      description: When the report was written (seconds since the epoch).
+      type: float
+  sample: {state: done, bytes_done: 2147483648, bytes_total: 2147483648, percent: 100.0, rate: 401234567, eta_s: 0.0,
+           elapsed_s: 5.4, files_done: 1, files_total: 1, id: null, pid: 4242, updated: 1795698000.5}
+progress_file:
+  description: Path of the progress file.
+  returned: when not in check mode
+  type: str
+failures:
+  description: On failure, one entry per failed file (C(path), C(msg), and C(expected)/C(actual) hashes or the HTTP C(status)).
+  returned: failure
+  type: list
+  elements: dict
+bytes_needed:
+  description: On a failure for lack of space, the bytes still to download.
+  returned: failure
+  type: int
+expected:
+  description: On a checksum mismatch, the expected hash (C(sha256:HEX)).
+  returned: failure
+  type: str
+actual:
+  description: On a checksum mismatch, the hash of the bytes received.
+  returned: failure
+  type: str
+status:
+  description: On an HTTP error, the status code.
+  returned: failure
+  type: int
+url:
+  description: On an HTTP error or a checksum mismatch, the URL concerned.
+  returned: failure
+  type: str
+path:
+  description: On a local write error or checksum mismatch, the file concerned (relative to O(dest)).
+  returned: failure
+  type: str
 """
 
 import os
@@ -285,44 +422,12 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch import (
-    DEFAULT_ENDPOINT,
+    DEFAULTS,
     HAS_REQUESTS,
     REQUESTS_IMPORT_ERROR,
     FetchError,
     run,
 )
-
-
-def argument_spec():
-    return dict(
-        dest=dict(type="path", required=True),
-        repo_id=dict(type="str"),
-        repo_type=dict(type="str", choices=["model", "dataset", "space"], default="model"),
-        revision=dict(type="str", default="main"),
-        endpoint=dict(type="str", fallback=(env_fallback, ["HF_ENDPOINT"])),
-        token=dict(type="str", no_log=True, fallback=(env_fallback, ["HF_TOKEN"])),
-        allow_patterns=dict(type="list", elements="str"),
-        ignore_patterns=dict(type="list", elements="str"),
-        urls=dict(
-            type="list",
-            elements="dict",
-            options=dict(
-                url=dict(type="str", required=True),
-                sha256=dict(type="str", required=True),
-                path=dict(type="str"),
-                size=dict(type="int"),
-            ),
-        ),
-        checksums=dict(type="dict"),
-        verify=dict(type="str", choices=["fast", "full"], default="fast"),
-        parallel=dict(type="int", default=4),
-        retries=dict(type="int", default=5),
-        backoff=dict(type="float", default=1.0),
-        timeout=dict(type="float", default=30.0),
-        validate_certs=dict(type="bool", default=True),
-        ca_path=dict(type="path"),
-        prune=dict(type="bool", default=True),
-    )
 
 
 def _apply_attributes(module, result):
@@ -353,7 +458,39 @@ def _apply_attributes(module, result):
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(),
+        argument_spec=dict(
+            dest=dict(type="path", required=True),
+            repo_id=dict(type="str"),
+            repo_type=dict(type="str", choices=["model", "dataset", "space"], default=DEFAULTS["repo_type"]),
+            revision=dict(type="str", default=DEFAULTS["revision"]),
+            endpoint=dict(type="str", fallback=(env_fallback, ["HF_ENDPOINT"])),
+            token=dict(type="str", no_log=True, fallback=(env_fallback, ["HF_TOKEN"])),
+            allow_patterns=dict(type="list", elements="str"),
+            ignore_patterns=dict(type="list", elements="str"),
+            urls=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    url=dict(type="str", required=True),
+                    sha256=dict(type="str", required=True),
+                    path=dict(type="str"),
+                    size=dict(type="int"),
+                ),
+            ),
+            checksums=dict(type="dict"),
+            verify=dict(type="str", choices=["fast", "full"], default=DEFAULTS["verify"]),
+            parallel=dict(type="int", default=DEFAULTS["parallel"]),
+            connections=dict(type="int", default=DEFAULTS["connections"]),
+            chunk_size=dict(type="int", default=DEFAULTS["chunk_size"]),
+            retries=dict(type="int", default=DEFAULTS["retries"]),
+            backoff=dict(type="float", default=DEFAULTS["backoff"]),
+            timeout=dict(type="float", default=DEFAULTS["timeout"]),
+            validate_certs=dict(type="bool", default=DEFAULTS["validate_certs"]),
+            ca_path=dict(type="path"),
+            prune=dict(type="bool", default=DEFAULTS["prune"]),
+            progress_file=dict(type="path"),
+            progress_id=dict(type="str"),
+        ),
         mutually_exclusive=[("repo_id", "urls")],
         required_one_of=[("repo_id", "urls")],
         add_file_common_args=True,
@@ -363,7 +500,6 @@ def main():
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
 
     params = dict(module.params)
-    params["endpoint"] = params["endpoint"] or DEFAULT_ENDPOINT
     try:
         result = run(params, check_mode=module.check_mode)
     except FetchError as exc:

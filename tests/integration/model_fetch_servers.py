@@ -73,7 +73,7 @@ def sibling(path, data=None, *, lfs=None, size=None):
 class NginxHub:
     """nginx serving a Hub-shaped static tree under ``root/www``."""
 
-    def __init__(self, root, *, gated_repos=(), sendfile=True):
+    def __init__(self, root, *, gated_repos=(), sendfile=True, limit_rate=None):
         self.root = Path(root)
         self.www = self.root / "www"
         self.www.mkdir(parents=True, exist_ok=True)
@@ -81,6 +81,7 @@ class NginxHub:
         self.proc = None
         self.gated_repos = list(gated_repos)
         self.sendfile = sendfile
+        self.limit_rate = limit_rate  # nginx limit_rate per connection (for example "50m"), None: uncapped
         self.access_log = self.root / "access.log"
 
     @property
@@ -169,6 +170,7 @@ http {{
     scgi_temp_path {root}/tmp_scgi;
     default_type application/octet-stream;
     sendfile {sendfile};
+    {limit_rate}
     tcp_nopush on;
     keepalive_requests 10000;
     server {{
@@ -184,7 +186,8 @@ http {{
         }}
     }}
 }}
-""".format(root=self.root, port=self.port, www=self.www, gated=gated, sendfile="on" if self.sendfile else "off")
+""".format(root=self.root, port=self.port, www=self.www, gated=gated, sendfile="on" if self.sendfile else "off",
+           limit_rate="limit_rate %s;" % self.limit_rate if self.limit_rate else "")
 
     def start(self):
         self.port = free_port()
@@ -234,8 +237,9 @@ http {{
 class FaultServer:
     """Threaded HTTP server serving ``files`` ({name: bytes}) under fault-injecting prefixes.
 
-    ``/ok/NAME``: honours Range. ``/norange/NAME``: answers 200 with the whole file to any Range.
-    ``/drop/NAME``: the first ``drops`` GETs send ``drop_after`` bytes, then close the connection.
+    ``/ok/NAME``: honours Range (``bytes=N-`` and ``bytes=N-M``). ``/norange/NAME``: answers 200 with the whole
+    file to any Range. ``/drop/NAME``: the first ``drops`` GETs send ``drop_after`` bytes (of the range asked
+    for), then close the connection.
     ``/corrupt-once/NAME``: the first GET has one byte flipped. ``/status/CODE/...``: answers CODE.
     """
 
@@ -271,10 +275,13 @@ class FaultServer:
 
             def _record(self, status, sent):
                 with server.lock:
-                    server.requests.append({"method": self.command, "path": self.path, "range": self.headers.get("Range"),
-                                            "status": status, "bytes": sent})
+                    self.rec.update(status=status, bytes=sent)
 
             def _serve(self, head):
+                # Recorded on arrival (in order), completed when answered.
+                self.rec = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), "status": None, "bytes": 0}
+                with server.lock:
+                    server.requests.append(self.rec)
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
                 mode = parts[0]
                 if mode == "status":
@@ -300,11 +307,13 @@ class FaultServer:
                     self.send_error(404)
                     self._record(404, 0)
                     return
-                start = 0
+                start, end = 0, len(data)
                 rng = self.headers.get("Range")
                 if rng and mode != "norange":
-                    m = re.match(r"bytes=(\d+)-$", rng)
+                    m = re.match(r"bytes=(\d+)-(\d*)$", rng)
                     start = int(m.group(1)) if m else 0
+                    if m and m.group(2):
+                        end = min(len(data), int(m.group(2)) + 1)
                     if start >= len(data):
                         self.send_response(416)
                         self.send_header("Content-Range", "bytes */%d" % len(data))
@@ -312,19 +321,19 @@ class FaultServer:
                         self.end_headers()
                         self._record(416, 0)
                         return
-                body = data[start:]
+                body = data[start:end]
                 if mode == "corrupt-once" and not head:
                     with server.lock:
                         first = name not in server.corrupt_served
                         server.corrupt_served.add(name)
                     if first:
                         body = bytes([body[0] ^ 0xFF]) + body[1:]
-                status = 206 if start else 200
+                status = 206 if rng and mode != "norange" else 200
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "none" if mode == "norange" else "bytes")
                 if status == 206:
-                    self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+                    self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end - 1, len(data)))
                 self.end_headers()
                 if head:
                     self._record(status, 0)
@@ -342,6 +351,7 @@ class FaultServer:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
+                self._record(status, 0)
                 self.wfile.write(body)
                 self._record(status, len(body))
 

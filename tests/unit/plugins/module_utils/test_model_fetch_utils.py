@@ -10,6 +10,8 @@ import types
 import pytest
 
 from ansible_collections.llmops.inference.plugins.module_utils import model_fetch as mf
+from ansible_collections.llmops.inference.plugins.module_utils import model_fetch_transfer as transfer
+from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_progress import Progress
 
 
 def test_git_blob_sha1_matches_git():
@@ -81,7 +83,7 @@ def test_filter_paths(allow, ignore, expected):
 
 
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a\\b", "", ".llmops-staging/x",
-                                  ".llmops-manifest.json", "a/\0b"])
+                                  ".llmops-manifest.json", ".llmops-progress.json", "a/\0b"])
 def test_safe_relpath_rejects(path):
     with pytest.raises(mf.PermanentError):
         mf.safe_relpath(path)
@@ -247,12 +249,14 @@ def test_pump_copies_and_hashes(tmp_path, fast, encoding):
     headers = {"Content-Encoding": encoding} if encoding else {}
     resp = types.SimpleNamespace(raw=_FakeRaw(data, fast), headers=headers)
     hasher = mf.StreamHasher(git_size=len(data))
-    counter = [0]
-    progress = mf._Progress()
+    progress = Progress()
     with open(tmp_path / "out", "wb", buffering=0) as out:
-        mf._pump(resp, out, hasher, chunk_size=1024, counter=counter, progress=progress)
+        def drain(view):
+            out.write(view)
+            progress.add(len(view))
+        mf.pump(resp, drain, buffer_size=1024, hasher=hasher)
     assert (tmp_path / "out").read_bytes() == data
-    assert counter[0] == progress.bytes == len(data)
+    assert progress.bytes == len(data)
     assert hasher.digests() == {"sha256": hashlib.sha256(data).hexdigest(), "git-sha1": mf.git_blob_sha1(data)}
 
 
@@ -267,7 +271,42 @@ def test_pump_keeps_bytes_received_before_a_failure(tmp_path):
 
     raw = _FakeRaw(b"", True)
     raw._fp = Breaking(data)
-    counter = [0]
-    with open(tmp_path / "out", "wb", buffering=0) as out, pytest.raises(ConnectionResetError):
-        mf._pump(types.SimpleNamespace(raw=raw, headers={}), out, mf.StreamHasher(), chunk_size=1000, counter=counter)
-    assert counter[0] == 3000 and (tmp_path / "out").read_bytes() == data[:3000]
+    written = []
+    with pytest.raises(ConnectionResetError):
+        mf.pump(types.SimpleNamespace(raw=raw, headers={}), lambda v: written.append(bytes(v)), buffer_size=1000)
+    assert b"".join(written) == data[:3000]
+
+
+def test_pump_reports_write_errors_as_such():
+    raw = _FakeRaw(b"", True)
+    raw._fp = _FakeHttplibResponse(os.urandom(5000))
+
+    def full(view):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(transfer.WriteError) as err:
+        mf.pump(types.SimpleNamespace(raw=raw, headers={}), full, buffer_size=1000)
+    assert err.value.error.errno == 28
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_pipeline_order_and_end(threaded):
+    src = [os.urandom(n) for n in (100, 7, 100, 55)]
+    out = []
+
+    def fill(view):
+        if not src:
+            return 0
+        chunk = src.pop(0)
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    expected = b"".join(src)
+    mf.pipeline(fill, lambda v: out.append(bytes(v)), buffer_size=128, buffers=2, threaded=threaded)
+    assert b"".join(out) == expected
+
+
+def test_defaults_are_read_by_options():
+    opts = transfer.Options()
+    for key in ("parallel", "connections", "chunk_size", "retries", "backoff", "timeout", "verify", "prune"):
+        assert getattr(opts, key) == mf.DEFAULTS[key], key

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
+from ansible_collections.llmops.inference.plugins.module_utils.model_fetch import DEFAULTS
 from ansible_collections.llmops.inference.plugins.modules import model_fetch
+
+
+class _Captured(Exception):
+    pass
+
+
+def argument_spec(monkeypatch):
+    """The argument_spec that main() passes to AnsibleModule (as validate-modules sees it)."""
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise _Captured()
+
+    monkeypatch.setattr(model_fetch, "AnsibleModule", fake)
+    with pytest.raises(_Captured):
+        model_fetch.main()
+    return seen["argument_spec"]
 
 
 def _compare(spec, doc, where):
@@ -21,14 +41,22 @@ def _compare(spec, doc, where):
             _compare(s["options"], d["suboptions"], "%s.%s" % (where, name))
 
 
-def test_documentation_matches_argument_spec():
+def test_documentation_matches_argument_spec(monkeypatch):
     doc = yaml.safe_load(model_fetch.DOCUMENTATION)
     assert doc["module"] == "model_fetch"
-    _compare(model_fetch.argument_spec(), doc["options"], "options")
+    _compare(argument_spec(monkeypatch), doc["options"], "options")
 
 
-def test_token_is_no_log():
-    spec = model_fetch.argument_spec()
+def test_spec_defaults_come_from_module_utils(monkeypatch):
+    spec = argument_spec(monkeypatch)
+    for name, option in spec.items():
+        if "default" in option:
+            assert option["default"] == DEFAULTS[name], name
+    assert {"connections", "chunk_size", "progress_file", "progress_id"} <= set(spec)
+
+
+def test_token_is_no_log(monkeypatch):
+    spec = argument_spec(monkeypatch)
     assert spec["token"]["no_log"] is True
     assert [k for k, v in spec.items() if v.get("no_log")] == ["token"]
 
@@ -37,5 +65,8 @@ def test_examples_and_return_parse():
     examples = yaml.safe_load(model_fetch.EXAMPLES)
     assert all("llmops.inference.model_fetch" in task for task in examples)
     ret = yaml.safe_load(model_fetch.RETURN)
-    for key in ("files", "bytes_transferred", "elapsed", "throughput", "commit", "dest"):
+    for key in ("files", "bytes_transferred", "elapsed", "throughput", "commit", "dest", "progress", "progress_file", "failures"):
         assert key in ret
+    for key in ("replaced", "restarted", "attempts", "connections"):
+        assert key in ret["files"]["contains"]
+    assert yaml.safe_load(model_fetch.DOCUMENTATION)["seealso"]

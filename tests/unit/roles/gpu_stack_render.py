@@ -1,8 +1,10 @@
 """Render the GPU-stack roles' real files with Ansible's Templar.
 
-Tasks' ``set_fact`` expressions, ``vars/``, ``defaults/`` and ``templates/``
-are read from the roles themselves, so the assertions check what a play
-would compute for the given facts, without a host.
+Tasks' ``set_fact`` expressions, module arguments, ``when`` conditions and
+asserts, ``vars/``, ``defaults/`` and ``templates/`` are read from the roles
+themselves (never typed again in a test), so the assertions check what a
+play would compute for the given facts, without a host, and a change to a
+task's expression changes what the tests see.
 """
 
 from __future__ import annotations
@@ -54,6 +56,25 @@ UBUNTU_2404 = facts("Ubuntu", "24.04", "noble")
 DEBIAN_12 = facts("Debian", "12.15", "bookworm")
 
 
+# Task keywords; any other key of a task is its module.
+TASK_KEYWORDS = {
+    "name", "vars", "when", "register", "loop", "loop_control", "changed_when", "failed_when", "check_mode",
+    "ignore_errors", "no_log", "notify", "tags", "become", "become_user", "environment", "block", "rescue", "always",
+    "delegate_to", "run_once", "until", "retries", "delay", "listen", "args", "diff", "throttle",
+}
+
+
+def find_task(tasks, name):
+    for task in tasks or []:
+        if task.get("name") == name:
+            return task
+        for key in ("block", "rescue", "always"):
+            found = find_task(task.get(key), name)
+            if found is not None:
+                return found
+    return None
+
+
 class RoleRender:
     """Variables of one role (defaults, vars, overrides) and a Templar."""
 
@@ -76,18 +97,38 @@ class RoleRender:
     def value(self, expression):
         return self.templar().template(trust_as_template(expression))
 
-    def set_facts(self, task_file, task_name):
-        """Evaluate the set_fact of the named task and keep its results."""
-        tasks = load_yaml(self.role / "tasks" / task_file)
-        matches = [task for task in tasks if task.get("name") == task_name]
-        assert matches, f"no task {task_name!r} in {task_file}"
-        task = matches[0]
+    def task(self, task_file, task_name):
+        """The named task of roles/ROLE/tasks/TASK_FILE, found in blocks too."""
+        task = find_task(load_yaml(self.role / "tasks" / task_file), task_name)
+        assert task is not None, f"no task {task_name!r} in {self.role.name}/tasks/{task_file}"
+        return task
+
+    def task_templar(self, task, **extra):
         local = dict(self.variables)
         local.update(trust(task.get("vars", {})))
-        templar = Templar(loader=_LOADER, variables=local)
+        local.update(extra)
+        return Templar(loader=_LOADER, variables=local)
+
+    def set_facts(self, task_file, task_name):
+        """Evaluate the set_fact of the named task and keep its results."""
+        task = self.task(task_file, task_name)
+        templar = self.task_templar(task)
         for key, expression in task["ansible.builtin.set_fact"].items():
             self.variables[key] = templar.template(trust(expression))
         return self
+
+    def module_args(self, task_file, task_name, **extra):
+        """(module, arguments) of the named task, its expressions rendered as a play would."""
+        task = self.task(task_file, task_name)
+        module = next(key for key in task if key not in TASK_KEYWORDS)
+        return module, self.task_templar(task, **extra).template(trust(task[module]))
+
+    def when(self, task_file, task_name, **extra):
+        """Whether the named task's `when` conditions all hold."""
+        task = self.task(task_file, task_name)
+        conditions = task.get("when", [])
+        templar = self.task_templar(task, **extra)
+        return all(templar.template(trust_as_template("{{ (" + str(c) + ") | bool }}")) for c in (conditions if isinstance(conditions, list) else [conditions]))
 
     def render(self, template_name):
         text = (self.role / "templates" / template_name).read_text()
@@ -96,11 +137,8 @@ class RoleRender:
 
 def evaluate_assert(role, task_file, task_name):
     """Evaluate an assert task's conditions; return (passed, rendered fail_msg)."""
-    tasks = load_yaml(role.role / "tasks" / task_file)
-    task = next(task for task in tasks if task.get("name") == task_name)
-    local = dict(role.variables)
-    local.update(trust(task.get("vars", {})))
-    templar = Templar(loader=_LOADER, variables=local)
+    task = role.task(task_file, task_name)
+    templar = role.task_templar(task)
     args = task["ansible.builtin.assert"]
     message = templar.template(trust_as_template(str(args.get("fail_msg", ""))))
     # Like ansible.builtin.assert: the first false condition ends the check.

@@ -15,18 +15,23 @@ def test_repository_line_and_key(ansible_facts):
     assert role.value("{{ container_toolkit_repo_key_url }}") == "https://nvidia.github.io/libnvidia-container/gpgkey"
 
 
-def test_pinned_packages():
-    role = RoleRender("container_toolkit", UBUNTU_2404, container_toolkit_version="1.17.8")
-    expression = (
-        "{{ container_toolkit__packages | map('regex_replace', '$', '=' ~ container_toolkit_version ~ '-1') | list"
-        " if container_toolkit_version else container_toolkit__packages }}"
-    )
-    assert role.value(expression) == [
-        "nvidia-container-toolkit=1.17.8-1",
-        "nvidia-container-toolkit-base=1.17.8-1",
-        "libnvidia-container-tools=1.17.8-1",
-        "libnvidia-container1=1.17.8-1",
-    ]
+PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"]
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1.17.8", [name + "=1.17.8-1" for name in PACKAGES]),
+        ("", PACKAGES),
+    ],
+)
+def test_pinned_packages(version, expected):
+    role = RoleRender("container_toolkit", UBUNTU_2404, container_toolkit_version=version)
+    module, args = role.module_args("toolkit.yml", "Install the NVIDIA Container Toolkit")
+    assert module == "ansible.builtin.apt"
+    assert args["name"] == expected
+    _, hold = role.module_args("toolkit.yml", "Hold the toolkit at the pinned release", item="nvidia-container-toolkit")
+    assert hold["selection"] == ("hold" if version else "install")
 
 
 def test_upstream_docker_needs_a_repository():

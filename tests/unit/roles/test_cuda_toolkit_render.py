@@ -11,19 +11,22 @@ from gpu_stack_render import DEBIAN_12, UBUNTU_2204, UBUNTU_2404, RoleRender, ev
 
 def resolved(ansible_facts, **overrides):
     role = RoleRender("cuda_toolkit", ansible_facts, **overrides)
-    role.set_facts("validate.yml", "Resolve the repository URL and the driver table")
+    role.set_facts("validate.yml", "Resolve the driver table")
     return role
 
 
-@pytest.mark.parametrize(("ansible_facts", "distro"), [(UBUNTU_2204, "ubuntu2204"), (UBUNTU_2404, "ubuntu2404"), (DEBIAN_12, "debian12")])
-def test_repository_and_package(ansible_facts, distro):
+@pytest.mark.parametrize("ansible_facts", [UBUNTU_2204, UBUNTU_2404, DEBIAN_12])
+def test_package(ansible_facts):
     role = resolved(ansible_facts)
-    url = f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/"
-    assert role.variables["cuda_toolkit__repo_url"] == url
-    assert role.variables["cuda_toolkit__list_name"] == f"cuda-{distro}-x86_64.list"
-    assert f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {url} /" in role.render("cuda.list.j2")
-    assert role.value("{{ cuda_toolkit_package }}") == "cuda-toolkit-12-8"
-    assert role.value("{{ cuda_toolkit_home }}") == "/usr/local/cuda-12.8"
+    module, args = role.module_args("install.yml", "Install {{ cuda_toolkit_package }}")
+    assert (module, args["name"]) == ("ansible.builtin.apt", "cuda-toolkit-12-8")
+    assert "CUDA_HOME=/usr/local/cuda-12.8" in role.render("cuda.sh.j2")
+
+
+def test_apt_lists_are_refreshed_only_when_the_repository_changed():
+    role = resolved(UBUNTU_2404)
+    assert role.when("repository.yml", "Refresh apt's package lists", cuda_repository_changed=True)
+    assert not role.when("repository.yml", "Refresh apt's package lists", cuda_repository_changed=False)
 
 
 def test_profile_script_sets_path_and_library_path():

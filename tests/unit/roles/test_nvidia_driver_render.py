@@ -18,27 +18,52 @@ def resolved(ansible_facts, **overrides):
     return role
 
 
+def cuda_repository(ansible_facts, **overrides):
+    role = RoleRender("cuda_repository", ansible_facts, **overrides)
+    role.set_facts("main.yml", "Resolve the repository URL and the source file name")
+    return role
+
+
 @pytest.mark.parametrize(
     ("ansible_facts", "distro"),
-    [(UBUNTU_2204, "ubuntu2204"), (UBUNTU_2404, "ubuntu2404")],
+    [(UBUNTU_2204, "ubuntu2204"), (UBUNTU_2404, "ubuntu2404"), (DEBIAN_12, "debian12")],
 )
-def test_ubuntu_cuda_repository_keyring_and_source_line(ansible_facts, distro):
-    role = resolved(ansible_facts)
-    assert role.variables["nvidia_driver__source"] == "cuda"
+def test_cuda_repository_keyring_and_source_line(ansible_facts, distro):
+    role = cuda_repository(ansible_facts)
     url = f"{CUDA_BASE}/{distro}/x86_64/"
-    assert role.variables["nvidia_driver__cuda_repo_url"] == url
-    keyring_task = role.value("{{ nvidia_driver__cuda_repo_url }}cuda-keyring_{{ nvidia_driver_cuda_keyring_version }}_all.deb")
-    assert keyring_task == f"{url}cuda-keyring_1.1-1_all.deb"
+    _, keyring = role.module_args("main.yml", "Install NVIDIA's repository keyring (cuda-keyring)")
+    assert keyring == {"deb": f"{url}cuda-keyring_1.1-1_all.deb"}
     # Same file name as the cuda-keyring package's, so apt never sees the repository twice.
-    assert role.value("{{ nvidia_driver__cuda_list_name }}") == f"cuda-{distro}-x86_64.list"
+    _, source = role.module_args("main.yml", "Point apt at the CUDA repository")
+    assert source["dest"] == f"/etc/apt/sources.list.d/cuda-{distro}-x86_64.list"
     lines = [line for line in role.render("cuda.list.j2").splitlines() if line and not line.startswith("#")]
     assert lines == [f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {url} /"]
 
 
-def test_ubuntu_arm64_uses_sbsa_and_a_mirror():
-    role = resolved(dict(UBUNTU_2404, architecture="aarch64"), nvidia_driver_cuda_repo_base_url="https://mirror.internal/cuda/repos/")
-    assert role.variables["nvidia_driver__cuda_repo_url"] == "https://mirror.internal/cuda/repos/ubuntu2404/sbsa/"
-    assert "https://mirror.internal/cuda/repos/ubuntu2404/sbsa/ /" in role.render("cuda.list.j2")
+def test_cuda_repository_arm64_uses_sbsa_and_a_mirror():
+    role = cuda_repository(dict(UBUNTU_2404, architecture="aarch64"), cuda_repository_base_url="https://mirror.internal/cuda/repos/")
+    assert "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] https://mirror.internal/cuda/repos/ubuntu2404/sbsa/ /" in role.render(
+        "cuda.list.j2"
+    )
+    assert role.module_args("main.yml", "Point apt at the CUDA repository")[1]["dest"] == "/etc/apt/sources.list.d/cuda-ubuntu2404-sbsa.list"
+
+
+def test_cuda_repository_refuses_other_architectures():
+    role = RoleRender("cuda_repository", dict(UBUNTU_2404, architecture="ppc64le"))
+    passed, message = evaluate_assert(role, "main.yml", "Check the operating system and architecture")
+    assert not passed and "ppc64le" in message
+
+
+@pytest.mark.parametrize("role_name", ["nvidia_driver", "cuda_toolkit"])
+def test_both_gpu_roles_use_the_one_repository_task_file(role_name):
+    task_file = {"nvidia_driver": "repository_cuda.yml", "cuda_toolkit": "repository.yml"}[role_name]
+    role = RoleRender(role_name, UBUNTU_2404)
+    module, args = role.module_args(task_file, "Configure NVIDIA's CUDA repository (cuda_repository)")
+    assert (module, args) == ("ansible.builtin.include_role", {"name": "llmops.inference.cuda_repository"})
+
+
+def test_ubuntu_defaults_to_the_cuda_repository():
+    assert resolved(UBUNTU_2404).variables["nvidia_driver__source"] == "cuda"
 
 
 @pytest.mark.parametrize("ansible_facts", [UBUNTU_2204, UBUNTU_2404])
@@ -60,13 +85,15 @@ def test_ubuntu_package_names(ansible_facts, source, open_modules, branch, expec
         nvidia_driver_extra_packages=["nvidia-container-toolkit-base"],
     )
     assert role.variables["nvidia_driver__packages"] == [*expected, "nvidia-container-toolkit-base"]
-    fabric = role.value("{{ nvidia_driver__fabricmanager_table[nvidia_driver__source ~ '_' ~ ansible_facts.distribution] }}")
-    assert fabric == [f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"]
+    _, fabric = role.module_args("services.yml", "Install Fabric Manager")
+    assert fabric["name"] == [f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"]
 
 
 def test_ubuntu_precompiled_signed_modules_package():
-    role = resolved(UBUNTU_2404, nvidia_driver_source="ubuntu", nvidia_driver_branch="570")
-    assert role.value("{{ nvidia_driver__ubuntu_precompiled_package }}") == "linux-modules-nvidia-570-server-open-generic"
+    role = resolved(UBUNTU_2404, nvidia_driver_source="ubuntu", nvidia_driver_branch="570", nvidia_driver_secure_boot_policy="precompiled")
+    _, args = role.module_args("packages.yml", "Install the driver packages")
+    assert args["name"][-1] == "linux-modules-nvidia-570-server-open-generic"
+    assert not role.when("packages.yml", "Install kernel headers for the running kernel (DKMS)", nvidia_driver__in_container=False)
 
 
 @pytest.mark.parametrize("ansible_facts", [UBUNTU_2204, UBUNTU_2404])
@@ -92,7 +119,6 @@ def test_debian_defaults_to_non_free_packages():
 
 def test_debian_cuda_repository():
     role = resolved(DEBIAN_12, nvidia_driver_source="cuda")
-    assert role.variables["nvidia_driver__cuda_repo_url"] == f"{CUDA_BASE}/debian12/x86_64/"
     assert role.variables["nvidia_driver__packages"] == ["nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
 
 

@@ -218,8 +218,13 @@ def test_smallest_tp_that_fits_is_chosen():
 
 
 def test_gpu_facts_and_sizes():
-    facts = [{"index": 0, "memory_total": 85899345920}, {"index": 1, "memory_total_mib": 81559}]
-    assert sp.gpu_memory_list(facts) == [85899345920, 81559 * (1 << 20)]
+    facts = [{"index": 0, "memory_total": 85899345920},
+             {"index": 1, "memory_total_mib": 81559, "memory_reserved_mib": 480}]
+    mems = sp.gpu_memory_list(facts)
+    assert [m["total"] for m in mems] == [85899345920, 81559 * (1 << 20)]
+    # gpu_validate's reserved memory is what CUDA does not see (measured on an H100: exactly the gap).
+    assert mems[1]["cuda_total"] == 85017493504
+    assert mems[0]["reserved"] is None and mems[0]["cuda_total"] == 85899345920 - 512 * (1 << 20)
     assert sp.parse_size("24GB") == 24 * 10 ** 9
     assert sp.parse_size("80GiB") == 80 * GiB
     assert sp.parse_size(81559) == 81559 * (1 << 20)  # nvidia-smi MiB
@@ -235,13 +240,45 @@ def test_gpu_facts_and_sizes():
 
 
 def test_llama3_8b_on_h100_matches_published_vllm_budget():
-    # llm-d's H100 log (Llama-3.1-8B, util 0.9, 79.18 GiB): weights 14.99, activation 4.76,
-    # non-torch 0.13 -> 51.38 GiB of KV cache. The plan's estimates are a little more conservative.
-    r = sp.plan(model_config=dict(LLAMA3_8B, max_position_embeddings=131072), gpu_memory=int(79.18 * GiB),
+    # llm-d's H100 log (vLLM 0.11.0, Llama-3.1-8B, util 0.9, 79.18 GiB seen by CUDA): weights 14.99,
+    # activation 4.76, non-torch 0.13 -> 51.38 GiB of KV cache.
+    h100 = {"memory_total_mib": 81559, "memory_reserved_mib": 480}
+    r = sp.plan(model_config=dict(LLAMA3_8B, max_position_embeddings=131072), gpus=[h100], vllm_version="0.11.0",
                 max_model_len=16000, max_num_seqs=1024, max_num_batched_tokens=8192)
-    kv = r["memory"]["kv_cache"] / GiB
-    assert 49.0 < kv < 51.38
-    assert r["memory"]["activation"] / GiB == pytest.approx(4.76, abs=0.3)
+    assert r["memory"]["kv_cache"] / GiB == pytest.approx(51.38, abs=0.3)
+    assert r["memory"]["activation"] / GiB == pytest.approx(4.76, abs=0.1)
+    assert r["memory"]["non_torch"] / GiB == pytest.approx(0.13, abs=0.01)
+    assert r["memory"]["cudagraph"] == 0  # not subtracted before vLLM 0.21
+    assert r["vllm_version"] == "0.11.0"
+
+
+def test_version_rules_change_the_budget():
+    h100 = {"memory_total_mib": 81559, "memory_reserved_mib": 480}
+    kw = {"model_config": LLAMA3_8B, "gpus": [h100], "max_model_len": 8192, "max_num_seqs": 1024, "max_num_batched_tokens": 8192}
+    old = sp.plan(vllm_version="0.11.0", **kw)["memory"]
+    mid = sp.plan(vllm_version="0.19.0", **kw)["memory"]
+    new = sp.plan(vllm_version="0.21.0", **kw)["memory"]
+    eager = sp.plan(vllm_version="0.21.0", enforce_eager=True, **kw)["memory"]
+    assert old["activation"] > mid["activation"]  # sort-based top-k/top-p vs the Triton kernel
+    assert mid["cudagraph"] == 0 and new["cudagraph"] > 0 and eager["cudagraph"] == 0
+    native = sp.plan(vllm_version="0.21.0", sampler="pytorch", **kw)["memory"]
+    assert native["activation"] > new["activation"]
+    margin = sp.plan(vllm_version="0.21.0", memory_margin="1GiB", **kw)["memory"]
+    assert margin["kv_cache"] == new["kv_cache"] - GiB
+    with pytest.raises(sp.PlanError, match="vllm_version"):
+        sp.plan(vllm_version="latest", **kw)
+    with pytest.raises(sp.PlanError, match="sampler"):
+        sp.plan(sampler="magic", **kw)
+
+
+def test_pipeline_parallel_sizes_from_the_smallest_stage():
+    kw = {"model_config": dict(LLAMA3_8B, num_hidden_layers=31), "gpus": ["24GiB"] * 2, "max_model_len": 8192}
+    r = sp.plan(pipeline_parallel_size=2, tensor_parallel_size=1, **kw)
+    assert r["fits"] and r["pipeline_parallel_size"] == 2 and r["vllm_args"]["pipeline_parallel_size"] == 2
+    # 31 layers: stages of 15 and 16; the 16-layer stage has fewer blocks and sets the capacity.
+    assert r["kv_bytes_per_token"] == 16 * 2 * 8 * 128 * 2
+    with pytest.raises(sp.PlanError, match="needs 4 GPUs"):
+        sp.plan(pipeline_parallel_size=2, tensor_parallel_size=2, **kw)
 
 
 def test_auto_len_lowered_when_model_max_does_not_fit():
@@ -283,6 +320,11 @@ def test_invalid_inputs():
         sp.plan(model_config=SMOLLM2, gpus=["24GiB"] * 2, tensor_parallel_size=2)
     with pytest.raises(sp.PlanError, match="needs 4 GPUs"):
         sp.plan(model_config=LLAMA3_8B, gpus=["24GiB"] * 2, tensor_parallel_size=4)
+    with pytest.raises(sp.PlanError, match="gpu_count 3"):
+        sp.plan(model_config=LLAMA3_8B, gpus=["24GiB"] * 2, gpu_count=3)
+    with pytest.raises(sp.PlanError, match="device must be cuda or cpu"):
+        sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", device="tpu")
+    assert sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", device="gpu")["device"] == "cuda"  # the old name
     with pytest.raises(sp.PlanError, match="gpu_memory_utilization"):
         sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", gpu_memory_utilization=1.5)
     with pytest.raises(mc.ModelConfigError, match="lacks"):

@@ -30,7 +30,7 @@ STATE_SUFFIX = ".ranges"
 class Ranges:
     """The byte intervals ``[start, end)`` of a file of ``size`` bytes that are on disk; merged, sorted, thread-safe.
 
-    ``cond`` is notified on every ``add`` (the prefix hasher waits on it).
+    ``cond`` is notified when the contiguous prefix grows (the prefix hasher waits on it).
     """
 
     def __init__(self, size, done=()):
@@ -56,8 +56,13 @@ class Ranges:
 
     def add(self, start, end):
         with self.cond:
+            before = self._prefix()
             self._insert(start, end)
-            self.cond.notify_all()
+            if self._prefix() != before:
+                self.cond.notify_all()  # only the prefix hasher waits, and only for the prefix to grow
+
+    def _prefix(self):
+        return self._done[0][1] if self._done and self._done[0][0] == 0 else 0
 
     def done(self):
         with self.cond:
@@ -70,7 +75,7 @@ class Ranges:
     def prefix(self):
         """End of the contiguous stretch that starts at byte 0."""
         with self.cond:
-            return self._done[0][1] if self._done and self._done[0][0] == 0 else 0
+            return self._prefix()
 
     def missing(self):
         """The gaps, as ``[start, end)`` pairs in file order."""

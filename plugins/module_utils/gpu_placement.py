@@ -51,15 +51,18 @@ class Host:
                 self.domain_of[index] = number
         self.has_nvlink = any(self.nvlinks.values())
 
-    def numa(self, index):
-        """The GPU's NUMA node, else its one nearest node, else its CPU list (same list, same node); None if unknown."""
+    def numa_node(self, index):
+        """The GPU's NUMA node, else its one nearest node; None when NVML reports neither."""
         gpu = self.gpus[index]
         if gpu.get("numa_node") is not None:
             return gpu["numa_node"]
         nodes = gpu.get("numa_affinity") or []
-        if len(nodes) == 1:
-            return nodes[0]
-        return gpu.get("cpu_affinity") or None
+        return nodes[0] if len(nodes) == 1 else None
+
+    def numa(self, index):
+        """What groups GPUs by NUMA node: the node, else the CPU list (same list, same node); None if unknown."""
+        node = self.numa_node(index)
+        return node if node is not None else (self.gpus[index].get("cpu_affinity") or None)
 
     def rank(self, i, j):
         return connection_rank(self.connection.get((i, j)))
@@ -208,7 +211,7 @@ def _why_not(host, state, request, free, limit_word):
 
 
 def _entry(host, state, group, pinned, limit):
-    numa = sorted({host.numa(i) for i in group}, key=str)
+    numa = sorted({host.numa_node(i) for i in group} - {None})
     cpus = {host.gpus[i].get("cpu_affinity") for i in group}
     uuids = [host.gpus[i].get("uuid") for i in group]
     return {

@@ -250,3 +250,4 @@ def test_numa_falls_back_to_cpu_affinity():
                                         {"index": 1, "numa_node": None, "numa_affinity": [1], "cpu_affinity": None}],
                                "topology": {"pairs": [], "nvlink_domains": [[0], [1]]}})
     assert (host.numa(0), host.numa(1)) == ("0-31", 1)
+    assert (host.numa_node(0), host.numa_node(1)) == (None, 1)

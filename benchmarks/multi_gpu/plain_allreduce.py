@@ -6,6 +6,7 @@ torch.cuda.synchronize() (not CUDA events). Run:
 
     python -m torch.distributed.run --standalone --nproc-per-node=N plain_allreduce.py OUT.json
 
+PLAIN_ITERS sets the timed all-reduces per size (default 20, like the module).
 Prints one line per size and writes the rows (bus bandwidth = bytes / time *
 2(n-1)/n, GB/s = 1e9 B/s, time = mean per all-reduce on the slowest rank) to OUT.json.
 """
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 SIZES = [1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30]
-ITERS, WARMUP = 20, 5
+ITERS, WARMUP = int(os.environ.get("PLAIN_ITERS", "20")), 5
 
 
 def main():

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Real run on a multi-GPU host (run by the device tool from the repository root;
 # $OUT comes back). Ansible travels as wheels in .whl-gpu17 (see docs/multi_gpu.md).
+# Arguments: placement layouts (JSON lists of vllm_models entries). ITERS: timed
+# all-reduces per size for both the module and the plain loop (default 20).
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast stays off here
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gpu17/*.whl || exit 1
@@ -16,8 +18,8 @@ B=benchmarks/multi_gpu
 { for c in "topo -m" "nvlink --status" "nvlink -p" "nvlink -R" "nvlink -c -i 0"; do echo "== nvidia-smi $c"; nvidia-smi $c 2>&1; done
   echo "== nvidia-smi -q (fabric, NUMA, bus)"; nvidia-smi -q | grep -iE -A4 '^GPU 0|fabric|numa|Bus Id' ; } > $OUT/nvidia-smi.txt 2>&1
 A="-i localhost, -c local -e ansible_python_interpreter=$PY"
-time ansible-playbook $A -e out_dir=$OUT -e gpu_total=$N -e fabric_python=$PY -v $B/multi_gpu.yml > $OUT/playbook.log 2>&1; echo "rc=$?" >> $OUT/playbook.log
-timeout 240 $PY -m torch.distributed.run --standalone --nproc-per-node=$N $B/plain_allreduce.py /tmp/plain.json > $OUT/plain_allreduce.txt 2>&1; echo "rc=$?" >> $OUT/plain_allreduce.txt
+time ansible-playbook $A -e out_dir=$OUT -e gpu_total=$N -e fabric_python=$PY -e fabric_iterations=${ITERS:-20} -v $B/multi_gpu.yml > $OUT/playbook.log 2>&1; echo "rc=$?" >> $OUT/playbook.log
+PLAIN_ITERS=${ITERS:-20} timeout 240 $PY -m torch.distributed.run --standalone --nproc-per-node=$N $B/plain_allreduce.py /tmp/plain.json > $OUT/plain_allreduce.txt 2>&1; echo "rc=$?" >> $OUT/plain_allreduce.txt
 { echo "== compare (gpu_fabric_test vs plain loop)"; $PY $B/compare.py $OUT/fabric_test.json /tmp/plain.json; echo "== plain loop JSON"; cat /tmp/plain.json; } >> $OUT/plain_allreduce.txt 2>&1
 { for layout in "$@"; do echo "==== layout: $layout"; ansible-playbook $A -e "{\"layout\": $layout}" $B/placement.yml 2>&1; echo "rc=$?"; done; } > $OUT/placement.log 2>&1
 $PY -m pytest -q -p no:cacheprovider tests/unit/plugins/module_utils/test_gpu_fake_pynvml.py tests/unit/plugins/module_utils/test_nvml.py tests/unit/plugins/module_utils/test_nvml_topology.py tests/unit/plugins/module_utils/test_gpu_placement.py tests/unit/plugins/modules/test_gpu_validate.py > /tmp/pytest.txt 2>&1; echo "rc=$?" >> /tmp/pytest.txt

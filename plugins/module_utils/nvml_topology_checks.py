@@ -110,6 +110,15 @@ def _check_connection(facts, want, make):
 
 
 def _check_fabric_manager(facts, make, where):
+    """Fabric Manager where NVLinks reach NVSwitches.
+
+    On Hopper and later NVML reports each GPU's fabric registration, which
+    Fabric Manager completes: that decides. A GPU whose state is
+    ``not_supported`` does not register here (seen on 2 x H200 in a VM whose
+    NVSwitches the hypervisor manages, NVLink working); older GPUs and drivers
+    do not answer at all. Then the nv-fabricmanager process decides, except
+    that its absence next to ``not_supported`` states cannot be judged.
+    """
     topology = facts["topology"]
     if not topology["nvswitch_links"]:
         msg = "no NVLink reaches an NVSwitch on this host, so Fabric Manager is not needed"
@@ -119,7 +128,7 @@ def _check_fabric_manager(facts, make, where):
     results = []
     for gpu in facts["gpus"]:
         state = gpu.get("fabric_state")
-        if state is None:
+        if state in (None, "not_supported"):
             continue
         ok = state == "completed" and gpu.get("fabric_status") == "success"
         msg = "%s: NVSwitch fabric registration %s (status %s)%s" % (
@@ -128,13 +137,16 @@ def _check_fabric_manager(facts, make, where):
     if results:
         return results
     running = topology.get("fabric_manager_running")
-    if running is None:
-        msg = "%d NVLink links reach NVSwitches, but neither NVML nor /proc tells whether Fabric Manager runs; check skipped" % (
-            topology["nvswitch_links"])
-        return [make("fabric_manager", "not_supported", None, "running", msg)]
-    msg = "%d NVLink links reach NVSwitches and the nv-fabricmanager process %s" % (
-        topology["nvswitch_links"], "runs" if running else "does not run; " + fix)
-    return [make("fabric_manager", "passed" if running else "failed", running, "running", msg)]
+    links = topology["nvswitch_links"]
+    if running:
+        return [make("fabric_manager", "passed", True, "running", "%d NVLink links reach NVSwitches and nv-fabricmanager runs" % links)]
+    if running is False and not any(gpu.get("fabric_state") == "not_supported" for gpu in facts["gpus"]):
+        msg = "%d NVLink links reach NVSwitches but no nv-fabricmanager process runs; %s" % (links, fix)
+        return [make("fabric_manager", "failed", False, "running", msg)]
+    msg = ("%d NVLink links reach NVSwitches, but NVML reports no fabric registration for these GPUs and %s; expected where "
+           "the NVSwitches are managed outside this machine (a VM); check skipped" % (
+               links, "no nv-fabricmanager runs here" if running is False else "/proc cannot tell whether nv-fabricmanager runs"))
+    return [make("fabric_manager", "not_supported", running, "running", msg)]
 
 
 def check_topology(facts, thresholds, make, where):

@@ -221,6 +221,13 @@ def test_fabric_manager_check():
     assert checks(collect(no_state, fabric_manager=lambda: False), "fabric_manager", require_fabric_manager=True)[0]["status"] == "failed"
     assert checks(collect(no_state, fabric_manager=lambda: True), "fabric_manager", require_fabric_manager=True)[0]["status"] == "passed"
     assert checks(collect(no_state), "fabric_manager", require_fabric_manager=True)[0]["status"] == "not_supported"
+    # As on the real 2 x H200 VM: NVML answers state not_supported, no nv-fabricmanager here, NVLink works.
+    vm = nvswitch_host(count=2, fabric=0)
+    result = checks(collect(vm, fabric_manager=lambda: False), "fabric_manager", require_fabric_manager=True)
+    assert [(r["status"], r["measured"]) for r in result] == [("not_supported", False)]
+    assert "managed outside this machine" in result[0]["msg"]
+    assert checks(collect(vm, fabric_manager=lambda: True), "fabric_manager", require_fabric_manager=True)[0]["status"] == "passed"
+    assert collect(vm)["gpus"][0]["fabric_state"] == "not_supported"
     # Without NVSwitch it is not needed.
     assert checks(collect(two_gpus_nv18()), "fabric_manager", require_fabric_manager=True)[0]["status"] == "passed"
 

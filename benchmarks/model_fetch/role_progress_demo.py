@@ -86,6 +86,11 @@ def main():
             lines.append(stamped)
         rc = proc.wait()
         got = json.loads((dest / ".llmops-manifest.json").read_text())["files"][FILE]["sha256"] if rc == 0 else None
+        for extra in ([], ["--check"]):  # a second run and a check-mode run on the complete directory
+            res = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", str(play)] + extra, env=env,
+                                 capture_output=True, text=True, check=False)
+            progress = [ln for ln in res.stdout.splitlines() if "item=demo:" in ln or "localhost  " in ln]
+            lines += ["", "Then ansible-playbook %s(rc=%d):" % (" ".join(extra) + " " if extra else "", res.returncode)] + progress
     finally:
         hub.stop()
         shutil.rmtree(dest, ignore_errors=True)

@@ -156,6 +156,15 @@ def _sort_plan(dest, plan, old_files, opts):
     return results, entries, to_fetch
 
 
+def _would_change(plan, manifest, results, to_fetch, owned_gone):
+    """What a real run's ``changed`` would be: files to fetch or drop, or a manifest it would rewrite."""
+    if to_fetch or owned_gone or (plan.files and not manifest):
+        return True
+    if manifest and (manifest.get("source") != plan.source or manifest.get("complete") is not True):
+        return True
+    return any(r["status"] == "verified" for r in results.values())
+
+
 def _check_mode_result(dest, plan, manifest, *, results, to_fetch, staged, pruned, summary):
     free = free_bytes(dest)
     summary["bytes_free"] = free
@@ -165,7 +174,8 @@ def _check_mode_result(dest, plan, manifest, *, results, to_fetch, staged, prune
     for spec, replace in to_fetch:
         results[spec.path] = {"path": spec.path, "status": "would_resume" if staged[spec.path] else "would_download",
                               "size": spec.size, "bytes_transferred": 0, "sha256": spec.sha256, "replace": replace}
-    return dict(summary, changed=bool(to_fetch or pruned or (plan.files and not manifest)), files=[results[s.path] for s in plan.files],
+    changed = _would_change(plan, manifest, results, to_fetch, summary.pop("owned_gone"))
+    return dict(summary, changed=changed, files=[results[s.path] for s in plan.files],
                 pruned=pruned, bytes_transferred=0, throughput=0, created_dirs=[])
 
 
@@ -256,7 +266,7 @@ def fetch(dest, plan_fn, opts, check_mode=False, *, sessions=None, progress=None
                    "files_total": len(plan.files)}
         if check_mode:
             out = _check_mode_result(dest, plan, manifest, results=results, to_fetch=to_fetch, staged=staged, pruned=pruned,
-                                     summary=summary)
+                                     summary=dict(summary, owned_gone=owned_gone))
             out["elapsed"] = round(time.monotonic() - started, 3)
             return out
         if to_fetch:

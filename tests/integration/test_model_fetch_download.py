@@ -338,6 +338,12 @@ def test_prune_only_removes_owned_files(hub, repo, tmp_path):
     dest = tmp_path / "model"
     mf.run(params(hub, repo, dest, ignore_patterns=None))
     (dest / "onnx" / "mine.txt").write_text("operator notes")
+    # Check mode tells what prune would remove, and nothing with prune=false (#15).
+    narrower = params(hub, repo, dest, ignore_patterns=["onnx/", "*.md"])
+    assert sorted(mf.run(narrower, check_mode=True)["pruned"]) == ["README.md", "extra/notes.md", "onnx/model.onnx"]
+    res = mf.run(dict(narrower, prune=False), check_mode=True)
+    assert res["pruned"] == [] and res["changed"] is True  # the manifest would stop listing them
+    assert (dest / "README.md").exists()
     res = mf.run(params(hub, repo, dest, ignore_patterns=["onnx/", "*.md"]))
     assert sorted(res["pruned"]) == ["README.md", "extra/notes.md", "onnx/model.onnx"]
     assert not (dest / "README.md").exists() and not (dest / "extra").exists()

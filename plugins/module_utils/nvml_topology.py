@@ -167,6 +167,24 @@ def _link_facts(pynvml, handle, link, state):
 
 
 def _fabric(read, pynvml, handle):
+    """The GPU's fabric info: the versioned call (v2, as nvidia-smi reads it) first, else the first one."""
+    info_cls = getattr(pynvml, "c_nvmlGpuFabricInfo_v2_t", None)
+    version = getattr(pynvml, "nvmlGpuFabricInfo_v2", None)
+    if info_cls is not None and version is not None and hasattr(pynvml, "nvmlDeviceGetGpuFabricInfoV"):
+        info = info_cls()
+        info.version = version
+        try:
+            pynvml.nvmlDeviceGetGpuFabricInfoV(handle, ctypes.byref(info))
+            return info
+        except Exception as exc:  # pylint: disable=broad-except
+            if not _is_nvml_error(pynvml, exc):
+                raise
+            if _code(exc) != _FUNCTION_NOT_FOUND:  # a driver without the versioned call falls back below
+                if _code(exc) in _UNSUPPORTED_CODES:
+                    read.unsupported.append("fabric")
+                else:
+                    read.errors["fabric"] = str(exc)
+                return None
     info_cls = getattr(pynvml, "c_nvmlGpuFabricInfo_t", None)
     if info_cls is None:
         read.unsupported.append("fabric")

@@ -116,11 +116,23 @@ class GpuFabricInfo(ctypes.Structure):
     _fields_ = [("clusterUuid", ctypes.c_ubyte * 16), ("status", ctypes.c_uint), ("cliqueId", ctypes.c_uint), ("state", ctypes.c_uint)]
 
 
-def fabric_info(state, status=0, clique=0):
-    """nvmlDeviceGetGpuFabricInfo(handle, byref(info)) answering ``state`` (3 = completed)."""
+class GpuFabricInfoV2(ctypes.Structure):
+    """c_nvmlGpuFabricInfo_v2_t: nvmlDeviceGetGpuFabricInfoV fills it; ``version`` must be nvmlGpuFabricInfo_v2."""
+
+    _fields_ = [("version", ctypes.c_uint), ("clusterUuid", ctypes.c_ubyte * 16), ("status", ctypes.c_uint),
+                ("cliqueId", ctypes.c_uint), ("state", ctypes.c_uint), ("healthMask", ctypes.c_uint)]
+
+
+NVML_FABRIC_INFO_V2 = 0x2000024
+
+
+def fabric_info(state, status=0, clique=0, versioned=False):
+    """nvmlDeviceGetGpuFabricInfo[V](handle, byref(info)) answering ``state`` (3 = completed)."""
 
     def answer(pointer):
         info = pointer._obj  # pylint: disable=protected-access
+        if versioned and info.version != NVML_FABRIC_INFO_V2:
+            raise NVMLError(ERROR_CODES["INVALID_ARGUMENT"][0])
         info.state, info.status, info.cliqueId = state, status, clique
         return 0
 
@@ -177,6 +189,7 @@ def h100(**overrides):
             "nvmlDeviceGetNvLinkState": NOT_SUPPORTED,
             "nvmlDeviceGetMemoryAffinity": NOT_SUPPORTED,
             "nvmlDeviceGetGpuFabricInfo": NOT_SUPPORTED,
+            "nvmlDeviceGetGpuFabricInfoV": NOT_SUPPORTED,
         },
     }
     for key, value in overrides.items():
@@ -200,7 +213,7 @@ DEVICE_FUNCTIONS = (
     "nvmlDeviceGetNumaNodeId", "nvmlDeviceGetNvLinkState", "nvmlDeviceGetComputeRunningProcesses",
     "nvmlDeviceGetNvLinkVersion", "nvmlDeviceGetNvLinkRemotePciInfo", "nvmlDeviceGetNvLinkRemoteDeviceType",
     "nvmlDeviceGetCpuAffinity", "nvmlDeviceGetMemoryAffinity", "nvmlDeviceGetGpuFabricInfo",
-    "nvmlDeviceGetTopologyCommonAncestor",
+    "nvmlDeviceGetGpuFabricInfoV", "nvmlDeviceGetTopologyCommonAncestor",
 )
 
 # nvmlNvLinkDeviceType_t and nvmlGpuTopologyLevel_t values.
@@ -256,6 +269,7 @@ def host(count, *, nvlink=None, pcie="SYS", numa=None, cpus=None, name="NVIDIA H
         if cpus is not None:
             overrides["nvmlDeviceGetCpuAffinity"] = _mask_answer(cpus(i))
         if fabric is not None and fabric(i) is not None:
+            overrides["nvmlDeviceGetGpuFabricInfoV"] = fabric_info(fabric(i), versioned=True)
             overrides["nvmlDeviceGetGpuFabricInfo"] = fabric_info(fabric(i))
         gpus.append(h100(**overrides))
     return gpus
@@ -303,6 +317,8 @@ def make_fake(gpus=(), *, init_error=None, count_error=None, handle_errors=None,
     mod.NVMLError = NVMLError
     mod.nvmlMemory_v2 = NVML_MEMORY_V2
     mod.c_nvmlGpuFabricInfo_t = GpuFabricInfo
+    mod.c_nvmlGpuFabricInfo_v2_t = GpuFabricInfoV2
+    mod.nvmlGpuFabricInfo_v2 = NVML_FABRIC_INFO_V2
     for cls_name, cls in ERROR_CLASSES.items():
         setattr(mod, cls_name, cls)
     for err_name, (code, _text) in ERROR_CODES.items():
@@ -439,6 +455,8 @@ def test_fake_matches_real_pynvml():
     assert real.NVML_GPU_FABRIC_STATE_COMPLETED == 3 and nvml_topology.FABRIC_STATES[3] == "completed"
     assert real.NVML_AFFINITY_SCOPE_NODE == 0
     assert [f[0] for f in real.c_nvmlGpuFabricInfo_t._fields_] == [f[0] for f in GpuFabricInfo._fields_]  # pylint: disable=protected-access
+    assert [f[0] for f in real.c_nvmlGpuFabricInfo_v2_t._fields_] == [f[0] for f in GpuFabricInfoV2._fields_]  # pylint: disable=protected-access
+    assert real.nvmlGpuFabricInfo_v2 == NVML_FABRIC_INFO_V2
     # Constants nvml.py hard-codes.
     assert real.NVML_TEMPERATURE_GPU == 0
     assert real.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN == 1

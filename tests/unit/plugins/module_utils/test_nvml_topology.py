@@ -228,6 +228,25 @@ def test_fabric_manager_check():
     assert "managed outside this machine" in result[0]["msg"]
     assert checks(collect(vm, fabric_manager=lambda: True), "fabric_manager", require_fabric_manager=True)[0]["status"] == "passed"
     assert collect(vm)["gpus"][0]["fabric_state"] == "not_supported"
+
+
+def test_fabric_info_versioned_call_first_then_the_old_one():
+    # The versioned call (what nvidia-smi reads; the real 4 x H200 VM showed Completed there) answers first.
+    module = fake.make_fake(nvswitch_host(count=2))
+    facts = nvml.collect(module, process_name=lambda pid: None, fabric_manager=lambda: None)
+    assert facts["gpus"][0]["fabric_state"] == "completed"
+    assert not [c for c in module.calls if c[0] == "nvmlDeviceGetGpuFabricInfo"]
+    # A driver without it: the first call.
+    module = fake.make_fake(nvswitch_host(count=2), missing=("nvmlDeviceGetGpuFabricInfoV",))
+    assert nvml.collect(module, process_name=lambda pid: None)["gpus"][1]["fabric_state"] == "completed"
+    # Bindings without the versioned structure: the first call too.
+    module = fake.make_fake(nvswitch_host(count=2, fabric=1))
+    del module.c_nvmlGpuFabricInfo_v2_t
+    assert nvml.collect(module, process_name=lambda pid: None)["gpus"][0]["fabric_state"] == "not_started"
+    # Other NVML errors are recorded, not raised.
+    gpu = fake.h100(raises={"nvmlDeviceGetGpuFabricInfoV": fake.ERROR_CODES["UNKNOWN"][0]})
+    got = nvml.collect(fake.make_fake([gpu]), process_name=lambda pid: None)["gpus"][0]
+    assert got["fabric_state"] is None and got["field_errors"] == {"fabric": "Unknown Error"}
     # Without NVSwitch it is not needed.
     assert checks(collect(two_gpus_nv18()), "fabric_manager", require_fabric_manager=True)[0]["status"] == "passed"
 

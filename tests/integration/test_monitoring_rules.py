@@ -91,16 +91,20 @@ def test_scrape_targets_from_the_inventory(rendered):
     def targets(job):
         return sorted((t, c["labels"].get("__metrics_path__", "")) for c in jobs[job]["static_configs"] for t in c["targets"])
 
-    # Every host once; the monitoring host's own exporters on loopback.
-    assert targets("node") == [("10.0.0.11:9100", ""), ("10.0.0.12:9100", ""), ("127.0.0.1:9100", "")]
-    # Remote vLLM through the inference host's TLS terminator with the client
-    # certificate; the absent instance of gpu-02 is not scraped.
-    assert targets("vllm_remote") == [("10.0.0.11:8443", "/metrics/8000"), ("10.0.0.11:8443", "/metrics/8001"), ("10.0.0.12:8443", "/metrics/8000")]
-    tls = jobs["vllm_remote"]["tls_config"]
+    # Every host once, on its fleet address; the monitoring host's own
+    # exporters on loopback.
+    assert targets("node") == [("10.0.0.11:9100", ""), ("10.1.0.12:9100", ""), ("127.0.0.1:9100", "")]
+    # Remote vLLM through each inference host's backend TLS terminator (port +
+    # 10000) with the fleet backend client certificate; the absent instance
+    # of gpu-02 is not scraped.
+    assert targets("vllm_remote") == [("10.0.0.11:18000", ""), ("10.0.0.11:18001", ""), ("10.1.0.12:18000", "")]
+    remote = jobs["vllm_remote"]
+    assert remote["scheme"] == "https" and remote["metrics_path"] == "/metrics"
+    tls = remote["tls_config"]
     assert tls["cert_file"].endswith("prometheus.crt") and tls["key_file"].endswith("prometheus.key")
     assert tls["ca_file"].endswith("fleet-ca.crt")
-    assert jobs["vllm_remote"]["scheme"] == "https"
-    assert targets("dcgm") == [("10.0.0.11:9400", ""), ("10.0.0.12:9400", "")]
+    assert tls["server_name"] == "llmops-inference-backend"
+    assert targets("dcgm") == [("10.0.0.11:9400", ""), ("10.1.0.12:9400", "")]
     assert targets("mtail") == [("127.0.0.1:3903", "")]
 
 

@@ -57,6 +57,7 @@ options:
         M(llmops.inference.serving_plan) a GPU count is how many GPUs to use, so the name was ambiguous.
     type: int
     aliases: [gpu_count]
+    version_added: "0.2.0"
   min_gpu_count:
     description:
       - Least number of GPUs the host must have.
@@ -113,25 +114,31 @@ options:
         GPU or NVSwitch it reaches. GPUs without NVLink are reported as V(not_supported).
     type: bool
     default: false
+    version_added: "0.2.0"
   min_nvlinks_per_gpu_pair:
     description:
       - Least number of active NVLinks between every two GPUs, directly or through NVSwitches, as the C(NV<n>) of
         C(nvidia-smi topo -m) (check C(min_nvlinks_per_gpu_pair)). V(18) on an H100 SXM system.
       - A pair joined only by PCIe has 0 and fails.
     type: int
+    version_added: "0.2.0"
   min_gpu_connection:
     description:
       - Worst acceptable connection between any two GPUs, best first - V(NV) (NVLink), V(PIX), V(PXB), V(PHB),
         V(NODE), V(SYS), with the meaning of C(nvidia-smi topo -m) (check C(min_gpu_connection)).
     type: str
     choices: [NV, PIX, PXB, PHB, NODE, SYS]
+    version_added: "0.2.0"
   require_fabric_manager:
     description:
       - Where NVLinks reach NVSwitches, fail unless NVIDIA Fabric Manager has registered every GPU with the fabric
-        (NVML's GPU fabric state V(completed)), or, where NVML does not report that state, unless an
+        (NVML's GPU fabric state V(completed), Hopper and later), or, where NVML does not report that state, unless an
         C(nv-fabricmanager) process runs (check C(fabric_manager)). Hosts without NVSwitch pass.
+      - Where NVML answers the state V(not_supported) and no C(nv-fabricmanager) runs on the machine (NVSwitches
+        managed outside it, as in a VM), the check is V(not_supported).
     type: bool
     default: false
+    version_added: "0.2.0"
 notes:
   - Read-only; supports check mode (it runs for real) and has no diff.
   - Facts keep NVML's units where they are exact (MiB, degrees Celsius, watts with one decimal).
@@ -249,8 +256,8 @@ ansible_facts:
           indices joined by NVLink), C(nvswitch_links) (active links that reach NVSwitches) and
           C(fabric_manager_running) (whether an C(nv-fabricmanager) process runs; C(null) without NVSwitch links).
         - Fields NVML does not support on the device are C(null).
-        - The sample is the real answer of an H100 80GB HBM3 host (driver 580.159.04), shortened;
-          C(docs/multi_gpu.md) shows the topology of a real 2-GPU host.
+        - The sample is the real answer of GPU 0 of a 4 x H200 host whose GPUs reach each other through NVSwitches
+          (driver 580.159.04, benchmarks/results/multi_gpu_h200x4_repeat), shortened where entries repeat.
       type: dict
       returned: always
       sample:
@@ -261,18 +268,18 @@ ansible_facts:
         driver_version: "580.159.04"
         cuda_driver_version: "13.0"
         nvml_version: "13.580.159.04"
-        gpu_count: 1
+        gpu_count: 4
         gpus:
           - index: 0
-            name: NVIDIA H100 80GB HBM3
-            uuid: GPU-f26a2ca7-3438-7f15-022e-94b45eea00db
+            name: "NVIDIA H200"
+            uuid: "GPU-a758a0e3-a418-c201-0b05-9b3f69a95adf"
             pci_bus_id: "00000000:00:06.0"
-            memory_total_mib: 81559
-            memory_free_mib: 81079
+            memory_total_mib: 143771
+            memory_free_mib: 143155
             memory_used_mib: 0
-            memory_reserved_mib: 480
+            memory_reserved_mib: 615
             compute_capability: "9.0"
-            architecture: hopper
+            architecture: "hopper"
             persistence_mode: true
             mig_mode_current: false
             mig_mode_pending: false
@@ -287,11 +294,11 @@ ansible_facts:
             retired_pages_single_bit: null
             retired_pages_double_bit: null
             retired_pages_pending: null
-            temperature_c: 48
+            temperature_c: 32
             temperature_slowdown_c: 89
             temperature_shutdown_c: 95
             fan_speed_percent: null
-            power_draw_w: 79.7
+            power_draw_w: 80.3
             power_limit_w: 700.0
             pcie_link_gen_current: 5
             pcie_link_gen_max: 5
@@ -300,22 +307,24 @@ ansible_facts:
             throttle_reasons_mask: 1
             throttle_reasons: [gpu_idle]
             numa_node: null
-            nvlink_active_links: null
+            nvlink_active_links: 18
             processes: []
-            nvlinks: null
-            cpu_affinity: "0-15"
-            numa_affinity: null
-            fabric_state: null
-            fabric_status: null
-            fabric_clique_id: null
-            unsupported_fields: [fabric, fan_speed_percent, numa_affinity, numa_node, nvlink_active_links, nvlinks, retired_pages]
+            nvlinks:  # 18 links, all alike; the first shown
+              - {link: 0, remote_gpu: null, remote_pci_bus_id: 'ffffffff:ff:ff.0', remote_type: switch, state: up, version: '4.0', version_raw: 6}
+            cpu_affinity: "0-63"
+            numa_affinity: [0]
+            fabric_state: "completed"
+            fabric_status: "success"
+            fabric_clique_id: 0
+            unsupported_fields: [fan_speed_percent, numa_node, retired_pages]
             field_errors: {}
         topology:
-          matrix: [["X"]]
-          pairs: []
-          nvlink_domains: [[0]]
-          nvswitch_links: 0
-          fabric_manager_running: null
+          matrix: [[X, NV18, NV18, NV18], [NV18, X, NV18, NV18], [NV18, NV18, X, NV18], [NV18, NV18, NV18, X]]
+          pairs:  # 6 pairs, all alike; the first shown
+            - {connection: NV18, gpus: [0, 1], nvlinks: 18, pcie: PHB}
+          nvlink_domains: [[0, 1, 2, 3]]
+          nvswitch_links: 72
+          fabric_manager_running: false
 checks:
   description: Every check that ran, one entry per check and GPU.
   returned: always

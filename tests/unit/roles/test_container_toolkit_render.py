@@ -12,7 +12,10 @@ def test_repository_line_and_key(ansible_facts):
     role = RoleRender("container_toolkit", ansible_facts)
     lines = [line for line in role.render("nvidia-container-toolkit.list.j2").splitlines() if line and not line.startswith("#")]
     assert lines == ["deb [signed-by=/etc/apt/keyrings/nvidia-container-toolkit.asc] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /"]
-    assert role.value("{{ container_toolkit_repo_key_url }}") == "https://nvidia.github.io/libnvidia-container/gpgkey"
+    _, key = role.module_args("toolkit.yml", "Fetch NVIDIA's container toolkit repository key")
+    assert (key["url"], key["dest"]) == ("https://nvidia.github.io/libnvidia-container/gpgkey", "/etc/apt/keyrings/nvidia-container-toolkit.asc")
+    _, source = role.module_args("toolkit.yml", "Point apt at the container toolkit repository")
+    assert source["dest"] == "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 
 
 PACKAGES = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"]

@@ -100,7 +100,7 @@ def test_context_has_a_containerfile_and_the_collection(build_context):
     assert manifest["collection_info"]["name"] == "inference"
     for playbook in ("site.yml", "playbooks/preflight.yml", "playbooks/smoke_test.yml", "playbooks/client_access.yml"):
         assert playbook in names, f"{playbook} is not in the collection the EE installs"
-    assert not [n for n in names if n.startswith((".venv", ".cache"))]
+    assert not [n for n in names if n.startswith((".venv", ".cache", ".ansible/", ".ruff_cache", ".pytest_cache", ".whl"))]
 
 
 def test_galaxy_requirements_name_the_collection_and_its_dependencies(build_context):

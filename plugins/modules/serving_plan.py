@@ -15,7 +15,9 @@ description:
     O(gpu_memory_utilization), the maximum concurrency at O(max_model_len) and the smallest tensor-parallel size that fits.
   - Returns ready vLLM arguments (keys are vLLM CLI flags with underscores) and a readable explanation,
     or refuses with the reason and what would fit (a shorter O(max_model_len), more GPUs, a quantization).
-  - The memory model mirrors vLLM 0.32's start-up accounting; see docs/serving_plan.md for every estimate and its source.
+  - On GPUs the memory model follows vLLM's own start-up accounting as rules per O(vllm_version)
+    (the top-k/top-p implementation of the profiled sampler, non-torch memory, whether CUDA graph memory is
+    subtracted, pipeline stages); docs/serving_plan.md lists every rule, its source and its error against public logs.
   - Read-only; never changes the host.
 version_added: 0.1.0
 author:
@@ -56,25 +58,32 @@ options:
     default: auto
   device:
     description:
-      - V(gpu) sizes against GPU memory. V(cpu) mirrors vLLM-CPU, whose KV cache is exactly O(cpu_kvcache_space) GiB.
+      - V(cuda) sizes against NVIDIA GPU memory (the collection's name, as in the vllm role's C(vllm_device)).
+        V(cpu) mirrors vLLM-CPU, whose KV cache is exactly O(cpu_kvcache_space) GiB.
+      - V(gpu) is the old name of V(cuda); it still works, with a deprecation warning, and will be removed in 2.0.0.
     type: str
-    choices: [gpu, cpu]
-    default: gpu
+    choices: [cuda, cpu, gpu]
+    default: cuda
   gpus:
     description:
-      - The GPUs to size for, usually C(ansible_facts.nvidia.gpus) from P(llmops.inference.gpu_validate#module)
-        (each item's C(memory_total_mib); C(memory_total_bytes) or C(memory_total) also work), or a plain list of
-        memory sizes (V(80GiB), V(81559MiB), bytes, or a bare number under 2097152 read as MiB as C(nvidia-smi) shows it).
+      - The GPUs to size for, usually C(ansible_facts.nvidia.gpus) from M(llmops.inference.gpu_validate)
+        (each item's C(memory_total_mib) and C(memory_reserved_mib); C(memory_total_bytes) or C(memory_total) also work), or a
+        plain list of memory sizes (V(80GiB), V(81559MiB), bytes, or a bare number under 2097152 read as MiB as C(nvidia-smi)
+        shows it).
+      - Totals are NVML's; CUDA, and so vLLM, sees the total minus the driver-reserved memory. Without
+        C(memory_reserved_mib) 512 MiB are assumed reserved.
       - The smallest GPU sets the per-GPU budget (vLLM gives every tensor-parallel rank the same KV cache).
     type: list
     elements: raw
   gpu_count:
     description:
-      - Number of GPUs to use (of O(gpus), or of identical O(gpu_memory) GPUs). Defaults to all of O(gpus), or 1.
+      - Use this many GPUs, the first ones of O(gpus), or this many identical O(gpu_memory) GPUs. It is the most the plan
+        may spread the model over (O(tensor_parallel_size) x O(pipeline_parallel_size)), not a count the host must match.
+      - Defaults to all of O(gpus), or 1. More than O(gpus) lists is an error.
     type: int
   gpu_memory:
     description:
-      - Memory of each GPU when O(gpus) is not given (V(24GiB), V(80GB), V(81559MiB), or bytes).
+      - Memory of each GPU when O(gpus) is not given (V(24GiB), V(80GB), V(81559MiB), or bytes), as C(nvidia-smi) reports it.
     type: str
   cpu_kvcache_space:
     description:
@@ -87,11 +96,17 @@ options:
     type: int
   tensor_parallel_size:
     description:
-      - Fixed tensor-parallel size. Unset, the smallest valid size (1, 2, 4, 8, ... up to the GPU count) that fits.
+      - Fixed tensor-parallel size. Unset, the smallest valid size (1, 2, 4, 8, ... up to the usable GPUs) that fits.
     type: int
+  pipeline_parallel_size:
+    description:
+      - Pipeline-parallel stages. Each stage holds its share of the layers; vLLM sizes the KV cache from the stage with the
+        fewest blocks, and so does the plan.
+    type: int
+    default: 1
   gpu_memory_utilization:
     description:
-      - Fraction of each GPU's total memory vLLM may use (weights, activations, KV cache).
+      - Fraction of each GPU's CUDA-visible memory vLLM may use (weights, activations, KV cache).
     type: float
     default: 0.9
   max_num_seqs:
@@ -127,11 +142,32 @@ options:
       - Plan for vLLM's C(--enforce-eager) (no CUDA graph memory).
     type: bool
     default: false
-  fail_on_unfit:
+  vllm_version:
+    description:
+      - The vLLM version that will run the model (V(0.19), V(0.10.1.1)); its start-up accounting differs between versions
+        (the profiled sampler's memory, non-torch memory, CUDA graph memory subtracted from V(0.21) on).
+      - Defaults to V(0.32), the version the vllm role installs.
+    type: str
+  sampler:
+    description:
+      - The top-k/top-p implementation of the profiled dummy sampler run. V(auto) follows O(vllm_version).
+        V(pytorch) when vLLM logs "Falling back to the PyTorch-native implementation of top-p & top-k sampling",
+        V(flashinfer) when it logs "Using FlashInfer for top-p & top-k sampling".
+    type: str
+    choices: [auto, pytorch, flashinfer, triton, v2]
+    default: auto
+  memory_margin:
+    description:
+      - Extra memory per GPU to keep out of the KV cache (a size such as V(1GiB)), beyond what vLLM itself subtracts.
+        Unset, none; the plan predicts what vLLM will allocate, and the vllm role checks the prediction against the engine log.
+    type: str
+  enforce:
     description:
       - Fail the task when the model does not fit. With V(false), return RV(fits=false) and the reason.
+      - O(fail_on_unfit) is the old name; it will be removed in 2.0.0.
     type: bool
     default: true
+    aliases: [fail_on_unfit]
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -142,9 +178,17 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Weight bytes are exact when read from safetensors or GGUF headers; activation peak, non-torch memory and CUDA graph
-    memory are estimates calibrated on published vLLM start-up logs. The KV cache token figure is vLLM's own arithmetic
-    and was checked equal to vLLM-CPU 0.32's logged capacity for two model shapes.
+  - Weight bytes are exact when read from safetensors or GGUF headers. The KV cache token figure is vLLM's own arithmetic
+    (checked equal to vLLM-CPU 0.32's logged capacity). On GPUs the available memory is predicted from rules per vLLM version;
+    docs/serving_plan.md gives the error of each rule against public start-up logs.
+seealso:
+  - module: llmops.inference.gpu_validate
+    description: Reads the GPUs (total and driver-reserved memory) that this module sizes against.
+  - module: llmops.inference.model_fetch
+    description: Fetches the model whose files this module reads.
+  - name: vLLM engine arguments
+    description: The arguments RV(vllm_args) fills.
+    link: https://docs.vllm.ai/en/latest/configuration/engine_args.html
 """
 
 EXAMPLES = r"""
@@ -153,6 +197,7 @@ EXAMPLES = r"""
     model_path: /srv/models/Meta-Llama-3-8B-Instruct
     gpus: "{{ ansible_facts.nvidia.gpus }}"
     max_model_len: 8192
+    vllm_version: "0.19"
   register: plan
 
 - name: Pass the chosen arguments to vLLM
@@ -166,7 +211,7 @@ EXAMPLES = r"""
     quantization: awq
     gpu_memory: 48GiB
     gpu_count: 2
-    fail_on_unfit: false
+    enforce: false
   register: what_if
 
 - name: Size vLLM-CPU's KV cache
@@ -192,8 +237,8 @@ suggestions:
   elements: str
 vllm_args:
   description: vLLM arguments, keys named as its CLI flags with underscores (max_model_len, tensor_parallel_size,
-    gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, kv_cache_dtype, and quantization, block_size,
-    enforce_eager when they apply). Empty when it does not fit.
+    gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, kv_cache_dtype, and pipeline_parallel_size, quantization,
+    block_size, enforce_eager when they apply). Empty when it does not fit.
   returned: always
   type: dict
   sample: {"max_model_len": 8192, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_num_seqs": 256,
@@ -203,17 +248,25 @@ vllm_env:
   returned: always
   type: dict
 kv_cache_tokens:
-  description: KV cache capacity in tokens, as vLLM logs it (C(KV cache size, N tokens)).
+  description: KV cache capacity in tokens, as vLLM logs it (C(GPU KV cache size, N tokens)).
   returned: always
   type: int
 kv_cache_blocks:
-  description: KV cache blocks per GPU.
+  description: KV cache blocks per GPU (of the smallest pipeline stage).
+  returned: always
+  type: int
+block_size:
+  description: KV cache block size in tokens the plan used.
   returned: always
   type: int
 kv_bytes_per_token:
-  description: KV cache bytes per token per GPU, all layers.
+  description: KV cache bytes per token per GPU, all layers of the (smallest) pipeline stage.
   returned: always
   type: int
+kv_capacity_exact:
+  description: Whether RV(kv_cache_tokens) is vLLM's exact arithmetic (false for sliding-window grouping, an estimate).
+  returned: always
+  type: bool
 max_concurrency:
   description: Requests of max_model_len tokens the KV cache holds at once.
   returned: always
@@ -222,12 +275,29 @@ tensor_parallel_size:
   description: Chosen (or given) tensor-parallel size.
   returned: always
   type: int
+pipeline_parallel_size:
+  description: The pipeline-parallel size the plan used.
+  returned: always
+  type: int
 max_model_len:
   description: Chosen (or given) context length.
   returned: always
   type: int
+gpu_count:
+  description: GPUs the plan could use (1 on CPU).
+  returned: always
+  type: int
+gpu_memory:
+  description: NVML total memory of the smallest GPU in bytes (null on CPU).
+  returned: always
+  type: int
+vllm_version:
+  description: The vLLM version whose accounting rules the plan used (null on CPU).
+  returned: always
+  type: str
 memory:
-  description: Bytes per GPU, total, requested (total x utilization), weights, activation, non_torch, cudagraph, kv_cache.
+  description: Bytes per GPU, total (NVML), reserved (driver), cuda_total, requested (cuda_total x utilization), weights,
+    activation, non_torch, cudagraph, margin, kv_cache.
   returned: always
   type: dict
 model:
@@ -255,13 +325,14 @@ def main():
             parameters=dict(type="float"),
             quantization=dict(type="str", default="auto"),
             dtype=dict(type="str", default="auto", choices=["auto", "bfloat16", "float16", "float32"]),
-            device=dict(type="str", default="gpu", choices=["gpu", "cpu"]),
+            device=dict(type="str", default="cuda", choices=["cuda", "cpu", "gpu"]),
             gpus=dict(type="list", elements="raw"),
             gpu_count=dict(type="int"),
             gpu_memory=dict(type="str"),
             cpu_kvcache_space=dict(type="int"),
             max_model_len=dict(type="int"),
             tensor_parallel_size=dict(type="int"),
+            pipeline_parallel_size=dict(type="int", default=1),
             gpu_memory_utilization=dict(type="float", default=0.9),
             max_num_seqs=dict(type="int"),
             max_num_batched_tokens=dict(type="int", no_log=False),
@@ -270,7 +341,11 @@ def main():
             min_concurrency=dict(type="float", default=1.0),
             avg_seq_len=dict(type="int"),
             enforce_eager=dict(type="bool", default=False),
-            fail_on_unfit=dict(type="bool", default=True),
+            vllm_version=dict(type="str"),
+            sampler=dict(type="str", default="auto", choices=["auto", "pytorch", "flashinfer", "triton", "v2"]),
+            memory_margin=dict(type="str"),
+            enforce=dict(type="bool", default=True, aliases=["fail_on_unfit"],
+                         deprecated_aliases=[dict(name="fail_on_unfit", version="2.0.0", collection_name="llmops.inference")]),
         ),
         mutually_exclusive=[("model_path", "model_config")],
         required_one_of=[("model_path", "model_config")],
@@ -278,21 +353,20 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["device"] == "gpu":
+        module.deprecate("serving_plan: device=gpu is the old name of device=cuda; use cuda",
+                         version="2.0.0", collection_name="llmops.inference")
+    keys = ("gpus", "gpu_count", "gpu_memory", "device", "cpu_kvcache_space", "max_model_len", "tensor_parallel_size",
+            "pipeline_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "kv_cache_dtype",
+            "block_size", "min_concurrency", "avg_seq_len", "enforce_eager", "vllm_version", "sampler", "memory_margin")
     try:
-        result = plan(
-            model_path=p["model_path"], model_config=p["model_config"], weight_bytes=p["weight_bytes"],
-            parameters=p["parameters"], quantization=p["quantization"], dtype=p["dtype"],
-            gpus=p["gpus"], gpu_count=p["gpu_count"], gpu_memory=p["gpu_memory"], device=p["device"],
-            cpu_kvcache_space=p["cpu_kvcache_space"], max_model_len=p["max_model_len"],
-            tensor_parallel_size=p["tensor_parallel_size"], gpu_memory_utilization=p["gpu_memory_utilization"],
-            max_num_seqs=p["max_num_seqs"], max_num_batched_tokens=p["max_num_batched_tokens"],
-            kv_cache_dtype=p["kv_cache_dtype"], block_size=p["block_size"], min_concurrency=p["min_concurrency"],
-            avg_seq_len=p["avg_seq_len"], enforce_eager=p["enforce_eager"],
-        )
+        result = plan(model_path=p["model_path"], model_config=p["model_config"], weight_bytes=p["weight_bytes"],
+                      parameters=p["parameters"], quantization=p["quantization"], dtype=p["dtype"],
+                      **{k: p[k] for k in keys})
     except (PlanError, ValueError, OSError) as exc:
         module.fail_json(msg="serving_plan: %s" % exc)
     result.pop("device", None)
-    if not result["fits"] and p["fail_on_unfit"]:
+    if not result["fits"] and p["enforce"]:
         module.fail_json(msg="serving_plan: the model does not fit: %s. What would fit: %s"
                          % (result["reason"], "; ".join(result["suggestions"])), changed=False, **result)
     module.exit_json(changed=False, **result)

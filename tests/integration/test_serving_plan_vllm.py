@@ -221,3 +221,61 @@ def test_plan_matches_engine_kv_capacity(model, request, vllm_python, tmp_path):
     if model == "smollm2":
         # DESIGN.md's figure: 1 GiB / (2 x 30 x 3 x 64 x 2 B), whole 128-token blocks.
         assert logged == 46592
+
+
+# --- the vllm role checks its plan against the engine (lab host) -----------------
+
+PLAN_REPORT = re.compile(r"vllm_models\[(\w+)\]: plan (\d+) tokens of KV cache,\s+vLLM (\d+) tokens")
+
+WRONG_PLAN_PLAYBOOK = """
+- name: Check the running instance against a plan made from a config that lies about its KV heads
+  hosts: inference_hosts
+  become: true
+  gather_facts: false
+  vars:
+    vllm__device: cpu
+    vllm_plan_check: fail
+    vllm_plan_check_threshold: 0.05
+  tasks:
+    - name: Read the served model's real config.json
+      ansible.builtin.slurp:
+        src: "{{ vllm_models[0].path }}/config.json"
+      register: real_config
+
+    - name: Plan from the same config, saying 1 KV head instead of its 3
+      llmops.inference.serving_plan:
+        model_config: "{{ real_config.content | b64decode | from_json | combine({'num_key_value_heads': 1}) }}"
+        weight_bytes: 269060552
+        device: cpu
+        cpu_kvcache_space: "{{ item.environment.VLLM_CPU_KVCACHE_SPACE | int }}"
+        max_model_len: "{{ item.max_model_len }}"
+      loop: "{{ vllm_models }}"
+      register: vllm__plans
+
+    - name: The role's own check, as at deploy time
+      ansible.builtin.include_tasks: "{{ repo }}/roles/vllm/tasks/plan_check.yml"
+"""
+
+
+def test_role_reports_plan_equal_to_engine_on_the_lab(lab_host):
+    # site.yml's converge ran roles/vllm/tasks/plan_check.yml after /health.
+    found = PLAN_REPORT.findall(lab_host.converge_output)
+    assert found, "no plan check report in the converge output:\n" + lab_host.converge_output[-4000:]
+    for name, plan, engine in found:
+        print("%s: plan %s tokens, vLLM %s tokens" % (name, plan, engine))
+        assert plan == engine
+
+
+def test_wrong_plan_input_is_caught_at_deploy_time(lab_host, tmp_path):
+    playbook = tmp_path / "wrong_plan.yml"
+    playbook.write_text(WRONG_PLAN_PLAYBOOK)
+    proc = lab_host.playbook(str(playbook), "-e", "repo=%s" % REPO, timeout=600)
+    out = proc.stdout + proc.stderr
+    print(out[-3000:])
+    assert proc.returncode != 0, out[-4000:]
+    m = re.search(r"vllm@(\w+): the plan promised (\d+) tokens of KV cache .*? but vLLM logged (\d+) tokens", out, re.S)
+    assert m, out[-4000:]
+    promised, logged = int(m.group(2)), int(m.group(3))
+    # A third of the KV heads: the lying plan promises three times what the engine holds.
+    assert promised == pytest.approx(3 * logged, rel=0.01)
+    assert "shortfall of 66." in out

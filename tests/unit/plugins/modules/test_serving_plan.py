@@ -57,8 +57,34 @@ def test_refusal_fails_with_reason_and_fix(capsys):
 
 
 def test_refusal_reported_without_failing(capsys):
-    code, out = run_module({"model_config": LLAMA2_13B, "gpu_memory": "24GiB", "fail_on_unfit": False}, capsys)
+    code, out = run_module({"model_config": LLAMA2_13B, "gpu_memory": "24GiB", "enforce": False}, capsys)
     assert code == 0 and out["fits"] is False and out["reason"]
+    assert not out.get("deprecations")
+
+
+def test_old_names_still_work_with_a_deprecation(capsys):
+    code, out = run_module({"model_config": LLAMA2_13B, "gpu_memory": "24GiB", "fail_on_unfit": False,
+                            "device": "gpu"}, capsys)
+    assert code == 0 and out["fits"] is False
+    text = json.dumps(out["deprecations"])
+    assert "fail_on_unfit" in text and "device=gpu" in text and "2.0.0" in text
+
+
+def test_version_and_pipeline_options(capsys):
+    facts = [{"index": i, "memory_total_mib": 81559, "memory_reserved_mib": 480} for i in range(2)]
+    code, out = run_module({"model_config": LLAMA2_13B, "gpus": facts, "vllm_version": "0.11.0", "max_model_len": 4096,
+                            "pipeline_parallel_size": 2, "tensor_parallel_size": 1, "memory_margin": "1GiB"}, capsys)
+    assert code == 0 and out["fits"]
+    assert out["pipeline_parallel_size"] == 2 and out["vllm_version"] == "0.11.0"
+    assert out["memory"]["cuda_total"] == 85017493504 and out["memory"]["margin"] == 1 << 30
+    assert out["vllm_args"]["pipeline_parallel_size"] == 2
+
+
+def test_return_documents_every_key(capsys):
+    code, out = run_module({"model_config": SMOLLM2, "weight_bytes": "269060552", "gpu_memory": "24GiB"}, capsys)
+    documented = set(yaml.safe_load(mod.RETURN))
+    returned = set(out) - {"changed", "invocation", "deprecations", "warnings"}
+    assert returned == documented
 
 
 def test_bad_input_is_a_clear_failure(capsys):

@@ -18,8 +18,8 @@ def main():
             continue
         diff = (row["busbw_gbps"] - other["busbw_gbps"]) / other["busbw_gbps"]
         worst = max(worst, abs(diff))
-        print("%12d %11.2f GB/s %11.2f GB/s %+7.1f%% %s" % (row["size_bytes"], row["busbw_gbps"], other["busbw_gbps"], 100 * diff,
-                                                          "yes" if abs(diff) <= 0.10 else "NO"))
+        verdict = "yes" if abs(diff) <= 0.10 else "NO"
+        print("%12d %11.2f GB/s %11.2f GB/s %+7.1f%% %s" % (row["size_bytes"], row["busbw_gbps"], other["busbw_gbps"], 100 * diff, verdict))
     print("largest difference: %.1f%%" % (100 * worst))
 
 

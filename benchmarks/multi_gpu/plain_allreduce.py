@@ -34,13 +34,13 @@ def main():
     rows = []
     for size in SIZES if cuda else SIZES[:2]:
         x = torch.rand(size // 4, dtype=torch.float32, device=device)
-        for _ in range(WARMUP):
+        for _step in range(WARMUP):
             dist.all_reduce(x)
         sync()
         dist.barrier()
         sync()
         t0 = time.perf_counter()
-        for _ in range(ITERS):
+        for _step in range(ITERS):
             dist.all_reduce(x)
         sync()
         per_op = torch.tensor([(time.perf_counter() - t0) / ITERS], dtype=torch.float64, device=device)

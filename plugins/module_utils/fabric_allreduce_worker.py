@@ -53,7 +53,7 @@ def _time_size(torch, dist, config, size_bytes, device):
     dist.all_reduce(buf)
     correct = bool(torch.all(buf == world * (world + 1) / 2).item())
     buf.uniform_(0.0, 1.0)
-    for _ in range(config["warmup"]):
+    for _step in range(config["warmup"]):
         dist.all_reduce(buf)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -61,14 +61,14 @@ def _time_size(torch, dist, config, size_bytes, device):
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(config["iterations"]):
+        for _step in range(config["iterations"]):
             dist.all_reduce(buf)
         end.record()
         end.synchronize()
         seconds = start.elapsed_time(end) / 1000.0
     else:
         began = time.perf_counter()
-        for _ in range(config["iterations"]):
+        for _step in range(config["iterations"]):
             dist.all_reduce(buf)
         seconds = time.perf_counter() - began
     return seconds / config["iterations"], correct, count, count * element
@@ -150,11 +150,11 @@ def main(argv=None):
     try:
         result = run(config)
     except Exception as exc:  # pylint: disable=broad-except
-        print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}))
-        return 1
-    print(json.dumps(result))
-    return 0
+        result = {"error": "%s: %s" % (type(exc).__name__, exc)}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

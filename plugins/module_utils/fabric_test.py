@@ -128,12 +128,11 @@ def evaluate(result, min_busbw_gbps=None):
     checks = []
     rows = result.get("results") or []
     wrong = [format_size(row["size_bytes"]) for row in rows if not row.get("correct")]
-    checks.append({
-        "check": "allreduce_correct", "status": "failed" if wrong else "passed", "measured": wrong, "threshold": [],
-        "msg": ("all-reduce sums were wrong at %s across %d GPUs; a GPU or link corrupts data: drain the host and run "
-                "the vendor diagnostics (dcgmi diag -r 3)" % (", ".join(wrong), result.get("world_size", 0))) if wrong
-               else "all-reduce sums were right at every size",
-    })
+    msg = "all-reduce sums were right at every size"
+    if wrong:
+        msg = ("all-reduce sums were wrong at %s across %d GPUs; a GPU or link corrupts data: drain the host and run "
+               "the vendor diagnostics (dcgmi diag -r 3)" % (", ".join(wrong), result.get("world_size", 0)))
+    checks.append({"check": "allreduce_correct", "status": "failed" if wrong else "passed", "measured": wrong, "threshold": [], "msg": msg})
     if min_busbw_gbps is not None and rows:
         largest = max(rows, key=lambda row: row["size_bytes"])
         ok = largest["busbw_gbps"] >= min_busbw_gbps

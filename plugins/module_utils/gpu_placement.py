@@ -235,9 +235,8 @@ def place(instances, facts, min_connection="auto"):
     host = Host(facts)
     errors, placements = [], {}
     if not facts.get("available", True) or host.count == 0:
-        return {"placements": {}, "errors": ["no GPU to place vLLM instances on (%s); check gpu_validate's facts"
-                                              % (facts.get("message") or "NVML found none")] if instances else [],
-                "min_connection": None}
+        message = "no GPU to place vLLM instances on (%s); check gpu_validate's facts" % (facts.get("message") or "NVML found none")
+        return {"placements": {}, "errors": [message] if instances else [], "min_connection": None}
     limit = effective_limit(host, min_connection)
     state = _State(host)
     order = [r for r in instances if r["pinned"]] + sorted((r for r in instances if not r["pinned"]), key=lambda r: -r["gpus"])

@@ -22,7 +22,7 @@ Everything here only reads; nothing changes GPU state.
 from __future__ import annotations
 
 from ansible_collections.llmops.inference.plugins.module_utils import nvml_topology
-from ansible_collections.llmops.inference.plugins.module_utils.nvml_checks import (  # noqa: F401  # re-exported
+from ansible_collections.llmops.inference.plugins.module_utils.nvml_checks import (  # noqa: F401  # pylint: disable=unused-import  # re-exported
     CHECK_OPTIONS,
     DEPRECATED_OPTIONS,
     canonical_thresholds,
@@ -437,5 +437,3 @@ def collect(pynvml, process_name=None, fabric_manager=None):
         except Exception:  # pylint: disable=broad-except
             pass
     return facts
-
-

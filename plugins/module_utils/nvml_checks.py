@@ -15,6 +15,7 @@ import re
 from ansible_collections.llmops.inference.plugins.module_utils.nvml_topology import CONNECTION_ORDER
 from ansible_collections.llmops.inference.plugins.module_utils.nvml_topology_checks import check_topology, TOPOLOGY_OPTIONS
 
+
 def parse_version(text, what):
     """'580.95.05' -> (580, 95, 5); raise ValueError naming ``what``."""
     text = str(text).strip()
@@ -301,7 +302,6 @@ def _check_gpu_health(results, facts, thresholds):
 
     if thresholds.get("fail_on_foreign_processes"):
         _check_processes(results, facts, sorted(thresholds.get("allowed_process_names") or []))
-
 
 
 def failures(results):

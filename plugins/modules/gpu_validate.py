@@ -15,7 +15,7 @@ description:
   - Reads how the GPUs are joined, as C(nvidia-smi topo -m) shows it - per GPU its NVLink links (state, version and
     the GPU or NVSwitch each link reaches), for every GPU pair the number of active NVLinks or the PCIe path
     (V(PIX), V(PXB), V(PHB), V(NODE), V(SYS)), the NVLink domains, CPU and NUMA affinity and the NVSwitch fabric
-    state - in RV(ansible_facts.nvidia.topology) and the GPU entries.
+    state - in C(ansible_facts.nvidia.topology) and the GPU entries.
   - Runs the optional checks whose thresholds are set (driver and CUDA versions, GPU count, memory, compute capability,
     persistence and MIG mode, ECC errors, row remapping, temperature margin, foreign processes, NVLink links, GPU pair
     connections and Fabric Manager) and fails once, listing every failed check with its measured value, its threshold,
@@ -370,6 +370,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.llmops.inference.plugins.module_utils import nvml
+
 
 def run_module(module):
     params = module.params

@@ -241,8 +241,8 @@ def test_environment_gets_uuids_and_pins_stay():
     assert applied[0]["environment"] == {"VLLM_LOGGING_LEVEL": "INFO", "CUDA_VISIBLE_DEVICES": facts["gpus"][1]["uuid"]}
     assert applied[1] is models[1]
     assert models[0]["environment"] == {"VLLM_LOGGING_LEVEL": "INFO"}  # the input is not changed
-    assert vllm_placement.FilterModule().filters() == {"vllm_gpu_placement": vllm_placement.vllm_gpu_placement,
-                                                      "vllm_gpu_environment": vllm_placement.vllm_gpu_environment}
+    filters = vllm_placement.FilterModule().filters()
+    assert filters == {"vllm_gpu_placement": vllm_placement.vllm_gpu_placement, "vllm_gpu_environment": vllm_placement.vllm_gpu_environment}
 
 
 def test_numa_falls_back_to_cpu_affinity():

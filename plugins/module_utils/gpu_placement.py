@@ -4,10 +4,11 @@
 
 Rules, in order of importance:
 
-* An instance gets ``tensor_parallel_size`` GPUs, named by UUID
+* An instance gets ``tensor_parallel_size`` x ``pipeline_parallel_size`` GPUs, named by UUID
   (``CUDA_VISIBLE_DEVICES=GPU-...``), so a renumbering after a GPU is lost or
   added cannot move it onto another instance's GPUs.
-* Every two GPUs of one tensor-parallel group are joined at least as well as
+* Every two GPUs of one tensor-parallel group (a pipeline stage; the stages
+  follow each other in ``CUDA_VISIBLE_DEVICES``, as vLLM numbers its ranks) are joined at least as well as
   ``min_connection`` (``NV``: NVLink, directly or through NVSwitches; else a
   PCIe path type of ``nvidia-smi topo -m``). ``auto`` asks for NVLink on a host
   that has NVLink and for one NUMA node (``NODE``) on a host that has none.
@@ -101,6 +102,7 @@ def instances_from_models(models):
         requests.append({
             "name": model.get("name"),
             "gpus": int(model.get("tensor_parallel_size") or 1),
+            "stages": int(model.get("pipeline_parallel_size") or 1),
             "sharing": bool(model.get("gpu_sharing", False)),
             "pinned": [part for part in str(pinned).split(",") if part.strip()] if pinned not in (None, "") else None,
         })
@@ -167,9 +169,10 @@ def _place_pinned(host, state, request, limit_word, errors):
                       "use indices 0-%d or the UUIDs of ansible_facts.nvidia.gpus" % (
                           name, ", ".join(unknown), ", ".join("%d=%s" % (g["index"], g.get("uuid")) for g in host.gpus), host.count - 1))
         return None
-    if len(indices) < request["gpus"]:
-        errors.append("vllm_models[%s]: tensor_parallel_size is %d but environment.CUDA_VISIBLE_DEVICES pins %d GPU(s); "
-                      "pin %d GPUs or lower tensor_parallel_size" % (name, request["gpus"], len(indices), request["gpus"]))
+    total = request["gpus"] * request["stages"]
+    if len(indices) < total:
+        errors.append("vllm_models[%s]: tensor_parallel_size x pipeline_parallel_size is %d but environment.CUDA_VISIBLE_DEVICES "
+                      "pins %d GPU(s); pin %d GPUs or lower tensor_parallel_size" % (name, total, len(indices), total))
         return None
     taken = [i for i in indices if not state.usable(i, request["sharing"])]
     if taken:
@@ -177,31 +180,35 @@ def _place_pinned(host, state, request, limit_word, errors):
                       "every instance that may share a GPU" % (name, state.describe_used(taken)))
         return None
     state.take(indices, name, request["sharing"])
-    return _entry(host, state, indices, pinned=True, limit=limit_word)
+    return _entry(host, indices, pinned=True, limit=limit_word, stage_size=request["gpus"])
 
 
 def _place_free(host, state, request, limit_word, errors):
     name, size, sharing = request["name"], request["gpus"], request["sharing"]
-    free = [i for i in range(host.count) if state.usable(i, sharing)]
     limit = connection_rank(limit_word) if size > 1 else len(CONNECTION_ORDER)
-    groups = list(_groups(host, free, size, limit)) if size <= len(free) else []
-    if not groups:
-        errors.append(_why_not(host, state, request, free, limit_word))
-        return None
-    group = list(min(groups, key=lambda g: _score(host, state, g, free)))
-    state.take(group, name, sharing)
-    return _entry(host, state, group, pinned=False, limit=limit_word)
+    chosen = []
+    for _stage in range(request["stages"]):
+        free = [i for i in range(host.count) if state.usable(i, sharing) and i not in chosen]
+        groups = list(_groups(host, free, size, limit)) if size <= len(free) else []
+        if not groups:
+            errors.append(_why_not(host, state, request, [i for i in range(host.count) if state.usable(i, sharing)], limit_word))
+            return None
+        chosen.extend(min(groups, key=lambda g: _score(host, state, g, free)))
+    state.take(chosen, name, sharing)
+    return _entry(host, chosen, pinned=False, limit=limit_word, stage_size=size)
 
 
 def _why_not(host, state, request, free, limit_word):
-    name, size = request["name"], request["gpus"]
-    if size > host.count:
-        return ("vllm_models[%s]: tensor_parallel_size %d needs %d GPUs but this host has %d; lower tensor_parallel_size "
-                "or place the model on a larger host" % (name, size, size, host.count))
+    name, size, total = request["name"], request["gpus"], request["gpus"] * request["stages"]
+    what = "tensor_parallel_size %d" % size if request["stages"] == 1 else "tensor_parallel_size %d x pipeline_parallel_size %d" % (
+        size, request["stages"])
+    if total > host.count:
+        return ("vllm_models[%s]: %s needs %d GPUs but this host has %d; lower it or place the model on a larger host"
+                % (name, what, total, host.count))
     used = state.describe_used([i for i in range(host.count) if i not in free])
-    if size > len(free):
+    if total > len(free):
         return ("vllm_models[%s]: needs %d GPU(s) but only %d are free (%s); remove or shrink another instance, or set "
-                "gpu_sharing: true on the instances that may share a GPU" % (name, size, len(free), "in use: " + used if used else "none in use"))
+                "gpu_sharing: true on the instances that may share a GPU" % (name, total, len(free), "in use: " + used if used else "none in use"))
     largest = _largest_joined(host, free, connection_rank(limit_word))
     return ("vllm_models[%s]: tensor_parallel_size %d needs %d GPUs joined by %s or better (vllm_gpu_placement_min_connection), "
             "but the largest such group of free GPUs is %d (GPU %s)%s; lower tensor_parallel_size, free GPUs of one NVLink domain, "
@@ -210,7 +217,10 @@ def _why_not(host, state, request, free, limit_word):
                 "; in use: " + used if used else ""))
 
 
-def _entry(host, state, group, pinned, limit):
+def _entry(host, group, *, pinned, limit, stage_size=None):
+    stage_size = stage_size or len(group)
+    stages = [group[k:k + stage_size] for k in range(0, len(group), stage_size)]
+    worst = [host.worst(stage) for stage in stages if len(stage) > 1]
     numa = sorted({host.numa_node(i) for i in group} - {None})
     cpus = {host.gpus[i].get("cpu_affinity") for i in group}
     uuids = [host.gpus[i].get("uuid") for i in group]
@@ -218,8 +228,9 @@ def _entry(host, state, group, pinned, limit):
         "gpus": list(group),
         "uuids": uuids,
         "cuda_visible_devices": ",".join(str(u) for u in uuids) if all(uuids) else ",".join(map(str, group)),
-        "connection": host.worst(group),
-        "required_connection": limit if len(group) > 1 else None,
+        "connection": max(worst, key=connection_rank) if worst else None,
+        "required_connection": limit if stage_size > 1 else None,
+        "stages": stages,
         "numa_nodes": numa,
         "cpus": cpus.pop() if len(cpus) == 1 else None,
         "pinned": pinned,
@@ -239,10 +250,10 @@ def place(instances, facts, min_connection="auto"):
         return {"placements": {}, "errors": [message] if instances else [], "min_connection": None}
     limit = effective_limit(host, min_connection)
     state = _State(host)
-    order = [r for r in instances if r["pinned"]] + sorted((r for r in instances if not r["pinned"]), key=lambda r: -r["gpus"])
+    order = [r for r in instances if r["pinned"]] + sorted((r for r in instances if not r["pinned"]), key=lambda r: (-r["gpus"], -r["stages"]))
     for request in order:
-        if request["gpus"] < 1:
-            errors.append("vllm_models[%s]: tensor_parallel_size must be 1 or more" % request["name"])
+        if request["gpus"] < 1 or request["stages"] < 1:
+            errors.append("vllm_models[%s]: tensor_parallel_size and pipeline_parallel_size must be 1 or more" % request["name"])
             continue
         place_one = _place_pinned if request["pinned"] else _place_free
         entry = place_one(host, state, request, limit, errors)

@@ -93,8 +93,7 @@ def test_one_gpu_fits_one_instance_by_uuid():
 
 def test_one_gpu_refuses_tp2_and_a_second_instance_unless_both_share():
     assert place(single(), model("big", 2))["errors"] == [
-        "vllm_models[big]: tensor_parallel_size 2 needs 2 GPUs but this host has 1; lower tensor_parallel_size "
-        "or place the model on a larger host"]
+        "vllm_models[big]: tensor_parallel_size 2 needs 2 GPUs but this host has 1; lower it or place the model on a larger host"]
     errors = place(single(), model("a"), model("b"))["errors"]
     assert len(errors) == 1
     assert errors[0].startswith("vllm_models[b]: needs 1 GPU(s) but only 0 are free (in use: GPU 0 (a))")
@@ -211,7 +210,7 @@ def test_pins_by_index_and_uuid_prefix_are_checked():
     errors = place(facts, model("a", environment={"CUDA_VISIBLE_DEVICES": "7"}))["errors"]
     assert errors[0].startswith("vllm_models[a]: environment.CUDA_VISIBLE_DEVICES names 7, which this host does not have")
     errors = place(facts, model("a", 2, environment={"CUDA_VISIBLE_DEVICES": "0"}))["errors"]
-    assert "tensor_parallel_size is 2 but environment.CUDA_VISIBLE_DEVICES pins 1 GPU(s)" in errors[0]
+    assert "tensor_parallel_size x pipeline_parallel_size is 2 but environment.CUDA_VISIBLE_DEVICES pins 1 GPU(s)" in errors[0]
     errors = place(facts, model("a", environment={"CUDA_VISIBLE_DEVICES": "0"}), model("b", environment={"CUDA_VISIBLE_DEVICES": "0"}))["errors"]
     assert errors == ["vllm_models[b]: its pinned GPUs are already used: GPU 0 (a); pin other GPUs, or set gpu_sharing: true "
                       "on every instance that may share a GPU"]
@@ -251,3 +250,20 @@ def test_numa_falls_back_to_cpu_affinity():
                                "topology": {"pairs": [], "nvlink_domains": [[0], [1]]}})
     assert (host.numa(0), host.numa(1)) == ("0-31", 1)
     assert (host.numa_node(0), host.numa_node(1)) == (None, 1)
+
+
+def test_pipeline_stages_each_keep_their_tp_group_joined():
+    # Bridged pairs: TP2 x PP2 takes both pairs, one stage per NVLink pair, stages in rank order.
+    result = place(bridged_pairs(4), model("pp", 2, pipeline_parallel_size=2))
+    entry = result["placements"]["pp"]
+    assert (entry["gpus"], entry["stages"], entry["connection"]) == ([0, 1, 2, 3], [[0, 1], [2, 3]], "NV4")
+    assert entry["cuda_visible_devices"].split(",") == entry["uuids"]
+    # TP1 x PP2 needs no link between the stages.
+    assert gpus_of(place(pcie_only(), model("pp", 1, pipeline_parallel_size=2))) == {"pp": [0, 1]}
+    errors = place(nv_pair(), model("pp", 2, pipeline_parallel_size=2))["errors"]
+    assert errors == ["vllm_models[pp]: tensor_parallel_size 2 x pipeline_parallel_size 2 needs 4 GPUs but this host has 2; "
+                      "lower it or place the model on a larger host"]
+    # Six mixed GPUs: a TP2 x PP2 instance and a TP2 one fit (a stage may sit in either domain).
+    result = place(six_mixed(), model("pp", 2, pipeline_parallel_size=2), model("tp", 2))
+    assert sorted(g for entry in result["placements"].values() for g in entry["gpus"]) == list(range(6))
+    assert all(e["connection"].startswith("NV") for e in result["placements"].values())

@@ -1,0 +1,37 @@
+"""The shared lab host answers through its mTLS gateway as scripts/lab.sh's does."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _tls(lab_host, with_cert=True):
+    ctx = ssl.create_default_context(cafile=str(lab_host.pki_clients / "ca.crt"))
+    if with_cert:
+        ctx.load_cert_chain(str(lab_host.pki_clients / "lab.crt"), str(lab_host.pki_clients / "lab.key"))
+    return ctx
+
+
+def test_gateway_answers_with_certificate_and_key(lab_host):
+    body = json.dumps({"model": "smollm2-135m-instruct", "max_tokens": 16, "temperature": 0,
+                       "messages": [{"role": "user", "content": "What is the capital of France?"}]}).encode()
+    request = urllib.request.Request(lab_host.base_url + "/v1/chat/completions", data=body, headers={
+        "Authorization": "Bearer " + lab_host.proxy_api_key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=_tls(lab_host), timeout=120) as response:
+        answer = json.load(response)["choices"][0]["message"]["content"]
+    assert "Paris" in answer
+
+
+def test_gateway_refuses_without_certificate(lab_host):
+    request = urllib.request.Request(lab_host.base_url + "/v1/models",
+                                     headers={"Authorization": "Bearer " + lab_host.proxy_api_key})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, context=_tls(lab_host, with_cert=False), timeout=30)
+    assert refused.value.code == 403

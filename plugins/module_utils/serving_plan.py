@@ -431,4 +431,5 @@ def plan(model_path=None, model_config=None, *, weight_bytes=None, parameters=No
 
 
 __all__ = ["PlanError", "ModelConfigError", "estimate_weight_bytes", "plan", "make_plan", "resolve_model", "kv_capacity",
-           "largest_model_len", "gpu_memory_list", "parse_size", "gib", "valid_tp", "round_len", "kv_cache_dtype_bytes"]
+           "largest_model_len", "gpu_memory_list", "parse_size", "gib", "valid_tp", "round_len", "kv_cache_dtype_bytes",
+           "KV_DTYPES", "kv_bytes_per_token_layer", "kv_groups"]

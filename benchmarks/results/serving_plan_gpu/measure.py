@@ -101,7 +101,7 @@ inp = torch.randn(256, 4096, device="cuda", dtype=torch.bfloat16)
 s = torch.cuda.Stream()
 s.wait_stream(torch.cuda.current_stream())
 with torch.cuda.stream(s):
-    for _ in range(3):
+    for _warmup in range(3):
         y = inp
         for m in lin:
             y = m(y)

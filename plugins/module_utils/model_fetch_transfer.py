@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -137,7 +140,47 @@ class WriteError(Exception):
         self.error = error
 
 
-def pump(resp, drain, *, buffer_size, hasher=None, stop=None, threaded=True):
+def socket_reader(resp, timeout):
+    """A read(view) that takes a plain-HTTP body straight from its socket with MSG_WAITALL, or None.
+
+    One system call, and one round trip through the GIL, per buffer instead of one per batch of TCP segments
+    that happened to arrive: with many connections in Python threads on a busy machine, each round trip waits
+    for the scheduler. Only for an identity body of known length on a plain (not TLS) socket. The bytes
+    http.client has buffered already are taken first; the socket is then switched to blocking reads with
+    SO_RCVTIMEO as the timeout. urllib3 never sees the end of the body, so the connection is closed with the
+    response instead of going back to the pool.
+    """
+    fp = getattr(resp.raw, "_fp", None)
+    sockfile = getattr(fp, "fp", None)
+    sock = getattr(getattr(sockfile, "raw", None), "_sock", None)
+    if (not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or getattr(fp, "chunked", True)
+            or not isinstance(getattr(fp, "length", None), int) or not hasattr(socket, "MSG_WAITALL") or not hasattr(sockfile, "peek")
+            or resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")):
+        return None
+    state = {"direct": False}
+
+    def read(view):
+        want = min(len(view), fp.length or 0)
+        if want <= 0:
+            return 0
+        if not state["direct"]:
+            buffered = len(sockfile.peek(1))
+            if buffered >= want:
+                return fp.readinto(view[:want])
+            n = fp.readinto(view[:buffered]) if buffered else 0
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(timeout), int((timeout % 1) * 1e6)))
+            state["direct"] = True
+            if n:
+                return n
+        n = sock.recv_into(view[:want], want, socket.MSG_WAITALL)
+        fp.length -= n
+        return n
+
+    return read
+
+
+def pump(resp, drain, *, buffer_size, hasher=None, stop=None, threaded=True, direct_timeout=None):
     """Feed a response body to ``drain(view)`` through the buffer pipeline, hashing each buffer as it arrives.
 
     The socket is read with readinto() (http.client's response under urllib3, ``raw._fp``) into reused
@@ -145,12 +188,15 @@ def pump(resp, drain, *, buffer_size, hasher=None, stop=None, threaded=True):
     this core's cache; ``drain`` (a disk write) runs in the pipeline's second thread (in this one with
     ``threaded=False``: range workers, which overlap each other). A content-encoded body, or a response without
     ``_fp``, is read with read1() and copied into the same buffers. ``stop`` (an Event) ends the body early.
-    ``drain`` errors surface as WriteError.
+    With ``direct_timeout``, a plain-HTTP body is read by ``socket_reader``. ``drain`` errors surface as WriteError.
     """
     raw = resp.raw
     fp = getattr(raw, "_fp", None)
     encoding = resp.headers.get("Content-Encoding", "identity").lower()
-    if fp is not None and hasattr(fp, "readinto") and encoding in ("", "identity"):
+    read = socket_reader(resp, direct_timeout) if direct_timeout else None
+    if read is not None:
+        pass
+    elif fp is not None and hasattr(fp, "readinto") and encoding in ("", "identity"):
         def read(view):
             return fp.readinto(view)
     else:
@@ -385,7 +431,7 @@ class _RangedJob:
                 self.ranges.add(at, at + len(view))
                 self.progress.add(len(view))
             try:
-                pump(resp, drain, buffer_size=RANGE_BUFFER_SIZE, stop=self.stop, threaded=False)
+                pump(resp, drain, buffer_size=RANGE_BUFFER_SIZE, stop=self.stop, threaded=False, direct_timeout=self.opts.timeout)
             except WriteError as exc:
                 raise PermanentError("%s: cannot write: %s" % (spec.path, exc.error), path=spec.path) from exc.error
             except Exception as exc:  # urllib3 ProtocolError, IncompleteRead, timeouts, resets

@@ -5,7 +5,9 @@ Run by molecule's verify step (molecule/nginx_mtls/verify.yml), which sets:
   NGINX_MTLS_PKI_DIR    the controller PKI directory the role managed
   NGINX_MTLS_INVENTORY  molecule's inventory (to converge again)
   NGINX_MTLS_CONTAINER  the podman container (to read logs, stop upstreams)
-Without them the module is skipped.
+Without NGINX_MTLS_ENDPOINT the module is skipped (the integration stage:
+tests/skip_allowlist.txt says why); with it, a missing PKI fails the run, and
+verify sets LLMOPS_NO_SKIPS=1 so that no skip can turn the scenario green.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ PKI = pathlib.Path(os.environ.get("NGINX_MTLS_PKI_DIR", "/nonexistent"))
 INVENTORY = os.environ.get("NGINX_MTLS_INVENTORY", "")
 CONTAINER = os.environ.get("NGINX_MTLS_CONTAINER", "nginx-mtls-instance")
 
-pytestmark = pytest.mark.skipif(not ENDPOINT or not (PKI / "ca" / "ca.crt").exists(), reason="needs a converged nginx_mtls target (molecule -s nginx_mtls)")
+if not ENDPOINT:
+    pytest.skip("needs a converged nginx_mtls target: run `molecule test -s nginx_mtls`", allow_module_level=True)
+for _needed in (PKI / "ca" / "ca.crt", PKI / "ca" / "ca.key", PKI / "clients"):
+    if not _needed.exists():
+        pytest.fail(f"NGINX_MTLS_PKI_DIR={PKI} has no {_needed.relative_to(PKI)}: the role's PKI is not where verify looks", pytrace=False)
 
 VARS = yaml.safe_load((REPO / "tests/integration/nginx_mtls/scenario_vars.yml").read_text())
 KEYS = {c["name"]: c["api_key"] for c in VARS["nginx_mtls_clients"]}
@@ -174,6 +180,28 @@ def test_tls_1_1_is_refused_by_openssl_s_client():
     assert out.returncode != 0
     assert "Cipher is (NONE)" in out.stdout  # no session was established
     assert "alert protocol version" in out.stderr, out.stderr
+
+
+def test_mozilla_intermediate_profile_with_sslyze():
+    """sslyze (tests/integration/nginx_mtls/sslyze_mozilla.py) against Mozilla's intermediate profile.
+
+    One exception, and only this one: the chain does not validate against the
+    public trust stores, since a private CA signed it. It must validate
+    against that CA, and nothing else may be wrong (versions, ciphers, curves,
+    key, signature, certificate lifespan, vulnerabilities).
+    """
+    python = os.environ.get("NGINX_MTLS_SSLYZE_PYTHON", str(REPO / ".cache" / "sslyze-venv" / "bin" / "python"))
+    scanner = REPO / "tests" / "integration" / "nginx_mtls" / "sslyze_mozilla.py"
+    out = subprocess.run([python, str(scanner), ENDPOINT, "--ca", str(CA)], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["profile"] == "intermediate"
+    private_ca_only = {"certificate_path_validation"}
+    assert set(report["issues"]) == private_ca_only, report["issues"]
+    public = [store for store in report["trust_stores"] if store["name"] != "private CA"]
+    assert public and not any(store["ok"] for store in public), report["trust_stores"]
+    assert [store["ok"] for store in report["trust_stores"] if store["name"] == "private CA"] == [True], report["trust_stores"]
+    assert report["lifespan_days"] <= 90
 
 
 # --- what gets through -------------------------------------------------------

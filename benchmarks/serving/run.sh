@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Serving benchmark on the lab host (README.md here explains the method).
+#
+#   benchmarks/serving/run.sh hand-start   start the hand-tuned vLLM (transient unit bench-hand, port 8100)
+#   benchmarks/serving/run.sh managed      managed (role, :8000) vs hand-tuned (:8100), direct
+#   benchmarks/serving/run.sh gateway      the managed instance through the gateway (nginx_mtls, :443) vs direct (:8000)
+#   benchmarks/serving/run.sh restart      first start vs restart after kill -9 of the managed instance
+#   benchmarks/serving/run.sh hand-stop    stop the hand-tuned vLLM
+#
+# Environment: CONTAINER (lab host, default llmops-lab), LAB_STATE (the lab's
+# .cache/lab: PKI and keys), LEVELS (1,8,32), ROUNDS (2), PROMPTS (requests per level, 8,32,64),
+# OUT (results JSON). The load generator is vLLM's own (`vllm bench serve`),
+# run inside the lab host with the instance's virtualenv; never in CI.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$REPO/scripts/containers.conf}"
+CONTAINER="${CONTAINER:-llmops-lab}"
+LAB_STATE="${LAB_STATE:-$REPO/.cache/lab}"
+MODEL_DIR="${MODEL_DIR:-/srv/llmops/models/smollm2-135m-instruct}"
+SERVED="${SERVED:-smollm2-135m-instruct}"
+INSTANCE="${INSTANCE:-smollm2}"
+LEVELS="${LEVELS:-1,8,32}"
+ROUNDS="${ROUNDS:-2}"
+PROMPTS="${PROMPTS:-8,32,64}"
+VENV=/opt/vllm/venv
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+
+in_lab() { podman exec "$CONTAINER" "$@"; }
+
+# The best settings found by hand (README.md, "Hand-tuned"): compilation on
+# (the default), tcmalloc and Intel OpenMP preloaded, one OpenMP thread per
+# core with one core left to the API server, the same KV cache and context.
+HAND_ENV=(
+  "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4:$VENV/lib/libiomp5.so"
+  "VLLM_CPU_OMP_THREADS_BIND=${HAND_BIND:-auto}"
+  "VLLM_CPU_NUM_OF_RESERVED_CPU=${HAND_RESERVED:-1}"
+  "VLLM_CPU_KVCACHE_SPACE=1"
+  "VLLM_CACHE_ROOT=/var/tmp/bench-hand/cache/vllm"
+  "TORCHINDUCTOR_CACHE_DIR=/var/tmp/bench-hand/cache/torchinductor"
+  "VLLM_NO_USAGE_STATS=1"
+  "HF_HUB_OFFLINE=1"
+)
+
+wait_health() {  # PORT TIMEOUT -> seconds waited
+  local port="$1" limit="$2" start now
+  start=$(date +%s.%N)
+  while :; do
+    if in_lab curl -fs -o /dev/null "http://127.0.0.1:$port/health"; then
+      now=$(date +%s.%N); awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f\n", b - a }'; return 0
+    fi
+    now=$(date +%s)
+    [ $((now - ${start%.*})) -lt "$limit" ] || { echo "timeout" >&2; return 1; }
+    sleep 0.5
+  done
+}
+
+copy_client() {
+  in_lab mkdir -p /tmp/bench
+  podman cp "$HERE/bench_driver.py" "$CONTAINER:/tmp/bench/bench_driver.py"
+}
+
+drive() {  # OUTFILE TARGET...
+  local out="$1"; shift
+  local targets=()
+  for t in "$@"; do targets+=(--target "$t"); done
+  in_lab "$VENV/bin/python" /tmp/bench/bench_driver.py "${targets[@]}" \
+    --model "$SERVED" --tokenizer "$MODEL_DIR" --levels "$LEVELS" --rounds "$ROUNDS" \
+    --prompts "$PROMPTS" --json /tmp/bench/out.json "${EXTRA[@]}"
+  podman cp "$CONTAINER:/tmp/bench/out.json" "$out"
+  "$REPO/.venv/bin/python" "$HERE/summarize.py" "$out"
+}
+
+case "${1:-}" in
+  hand-start)
+    in_lab systemctl stop bench-hand.service 2>/dev/null || true
+    in_lab mkdir -p /var/tmp/bench-hand
+    envs=(); for e in "${HAND_ENV[@]}"; do envs+=("--setenv=$e"); done
+    in_lab systemd-run --unit=bench-hand --property=LimitNOFILE=16384 --property=WorkingDirectory=/var/tmp/bench-hand \
+      --setenv=HOME=/var/tmp/bench-hand "${envs[@]}" \
+      "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" \
+      --served-model-name "$SERVED" --host 127.0.0.1 --port 8100 --max-model-len 2048 ${HAND_ARGS:-}
+    echo "hand-tuned healthy after $(wait_health 8100 900) s"
+    ;;
+  hand-stop)
+    in_lab systemctl stop bench-hand.service
+    ;;
+  managed)
+    copy_client
+    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
+    EXTRA=()
+    drive "${OUT:-$HERE/results/managed-vs-hand-$STAMP.json}" \
+      "managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100"
+    ;;
+  gateway)
+    copy_client
+    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
+    podman cp "$LAB_STATE/pki/clients/ca.crt" "$CONTAINER:/tmp/bench/ca.crt"
+    podman cp "$LAB_STATE/pki/clients/lab.crt" "$CONTAINER:/tmp/bench/client.crt"
+    podman cp "$LAB_STATE/pki/clients/lab.key" "$CONTAINER:/tmp/bench/client.key"
+    podman cp "$LAB_STATE/proxy_api_key" "$CONTAINER:/tmp/bench/proxy_key"
+    in_lab sh -c 'chmod 600 /tmp/bench/*key*'
+    EXTRA=(--ca /tmp/bench/ca.crt --cert /tmp/bench/client.crt --key /tmp/bench/client.key)
+    drive "${OUT:-$HERE/results/gateway-vs-direct-$STAMP.json}" \
+      "gateway=https://localhost:443,/tmp/bench/proxy_key" "direct=http://127.0.0.1:8000,/tmp/bench/vllm_key"
+    ;;
+  restart)
+    # First start: caches emptied (a fresh host); then kill -9 of the main
+    # process and systemd's restart with the caches kept. Both timed from the
+    # moment the instance is (re)started to its first healthy /health.
+    out="${OUT:-$HERE/results/restart-$STAMP.json}"
+    in_lab systemctl stop "vllm@$INSTANCE.service"
+    in_lab rm -rf /var/lib/vllm/cache
+    in_lab systemctl start "vllm@$INSTANCE.service"
+    first=$(wait_health 8000 900)
+    sleep 5
+    pid=$(in_lab systemctl show -p MainPID --value "vllm@$INSTANCE.service")
+    in_lab kill -9 "$pid"
+    sleep 1  # the port closes with the process; poll from here, timed from the kill
+    again=$(awk -v w="$(wait_health 8000 900)" 'BEGIN { printf "%.1f", w + 1 }')
+    restart_sec=$(in_lab systemctl show -p RestartUSec --value "vllm@$INSTANCE.service")
+    printf '{"first_start_s": %s, "restart_after_kill9_s": %s, "restart_sec": "%s", "load": "%s"}\n' \
+      "$first" "$again" "$restart_sec" "$(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out"
+    ;;
+  *)
+    sed -n '2,13p' "$0"; exit 2
+    ;;
+esac

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+# Copyright: llmops.inference contributors
+# Apache License 2.0 (see LICENSE)
+"""Summarize a bench_driver.py results file as a Markdown table.
+
+Per concurrency and target: the median over rounds of output tokens/s, TTFT
+p50/p95 and inter-token latency p50/p95, with the spread (min-max) of
+tokens/s. The ratio is the first target's over the second's, per round (the
+two ran back to back), then the median and spread of those ratios.
+"""
+
+import json
+import statistics
+import sys
+
+
+def fmt_spread(values, digits=1):
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def summarize(path):
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    runs = data["runs"]
+    names = []
+    for target in data["options"]["target"]:
+        names.append(target["name"])
+    first, second = names[0], names[1]
+    levels = sorted({r["concurrency"] for r in runs})
+    lines = [
+        "| streams | target | out tok/s (median, spread) | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms | rounds |",
+        "|---:|:--|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratio_lines = [
+        f"| streams | {first} / {second} tok/s (median of per-round ratios) | spread | rounds |",
+        "|---:|---:|---:|---:|",
+    ]
+    for level in levels:
+        for name in names:
+            rows = [r for r in runs if r["concurrency"] == level and r["target"] == name]
+            if not rows:
+                continue
+            tps = [r["output_throughput"] for r in rows]
+            med = {k: statistics.median(r[k] for r in rows)
+                   for k in ("median_ttft_ms", "p95_ttft_ms", "median_itl_ms", "p95_itl_ms")}
+            lines.append(
+                f"| {level} | {name} | {statistics.median(tps):.1f} ({fmt_spread(tps)}) | "
+                f"{med['median_ttft_ms']:.0f} | {med['p95_ttft_ms']:.0f} | "
+                f"{med['median_itl_ms']:.1f} | {med['p95_itl_ms']:.1f} | {len(rows)} |"
+            )
+        ratios = []
+        for rnd in sorted({r["round"] for r in runs}):
+            pair = {r["target"]: r for r in runs if r["concurrency"] == level and r["round"] == rnd}
+            if first in pair and second in pair and pair[second]["output_throughput"]:
+                ratios.append(pair[first]["output_throughput"] / pair[second]["output_throughput"])
+        if ratios:
+            ratio_lines.append(
+                f"| {level} | **{statistics.median(ratios):.3f}** | {fmt_spread(ratios, 3)} | {len(ratios)} |"
+            )
+    failed = sum(r.get("failed") or 0 for r in runs)
+    return "\n".join(lines + [""] + ratio_lines + ["", f"failed requests: {failed}"])
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        print(f"### {arg}\n")
+        print(summarize(arg))
+        print()

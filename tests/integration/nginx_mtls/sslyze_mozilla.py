@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--ca", required=True)
     parser.add_argument("--profile", default="intermediate", choices=[e.value for e in TlsConfigurationEnum])
     args = parser.parse_args(argv)
-    host, _, port = args.server.rpartition(":")
+    host, port = args.server.rsplit(":", 1)
     profile = MozillaTlsConfiguration.get(TlsConfigurationEnum(args.profile))
 
     # Mozilla's checker on a scan that knows only the public trust stores.

@@ -123,6 +123,10 @@ class RoleRender:
         module = next(key for key in task if key not in TASK_KEYWORDS)
         return module, self.task_templar(task, **extra).template(trust(task[module]))
 
+    def args(self, task_file, task_name, **extra):
+        """The rendered module arguments of the named task."""
+        return self.module_args(task_file, task_name, **extra)[1]
+
     def when(self, task_file, task_name, **extra):
         """Whether the named task's `when` conditions all hold."""
         task = self.task(task_file, task_name)

@@ -12,9 +12,9 @@ def test_repository_line_and_key(ansible_facts):
     role = RoleRender("container_toolkit", ansible_facts)
     lines = [line for line in role.render("nvidia-container-toolkit.list.j2").splitlines() if line and not line.startswith("#")]
     assert lines == ["deb [signed-by=/etc/apt/keyrings/nvidia-container-toolkit.asc] https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /"]
-    _, key = role.module_args("toolkit.yml", "Fetch NVIDIA's container toolkit repository key")
+    key = role.args("toolkit.yml", "Fetch NVIDIA's container toolkit repository key")
     assert (key["url"], key["dest"]) == ("https://nvidia.github.io/libnvidia-container/gpgkey", "/etc/apt/keyrings/nvidia-container-toolkit.asc")
-    _, source = role.module_args("toolkit.yml", "Point apt at the container toolkit repository")
+    source = role.args("toolkit.yml", "Point apt at the container toolkit repository")
     assert source["dest"] == "/etc/apt/sources.list.d/nvidia-container-toolkit.list"
 
 
@@ -33,7 +33,7 @@ def test_pinned_packages(version, expected):
     module, args = role.module_args("toolkit.yml", "Install the NVIDIA Container Toolkit")
     assert module == "ansible.builtin.apt"
     assert args["name"] == expected
-    _, hold = role.module_args("toolkit.yml", "Hold the toolkit at the pinned release", item="nvidia-container-toolkit")
+    hold = role.args("toolkit.yml", "Hold the toolkit at the pinned release", item="nvidia-container-toolkit")
     assert hold["selection"] == ("hold" if version else "install")
 
 

@@ -31,10 +31,10 @@ def cuda_repository(ansible_facts, **overrides):
 def test_cuda_repository_keyring_and_source_line(ansible_facts, distro):
     role = cuda_repository(ansible_facts)
     url = f"{CUDA_BASE}/{distro}/x86_64/"
-    _, keyring = role.module_args("main.yml", "Install NVIDIA's repository keyring (cuda-keyring)")
+    keyring = role.args("main.yml", "Install NVIDIA's repository keyring (cuda-keyring)")
     assert keyring == {"deb": f"{url}cuda-keyring_1.1-1_all.deb"}
     # Same file name as the cuda-keyring package's, so apt never sees the repository twice.
-    _, source = role.module_args("main.yml", "Point apt at the CUDA repository")
+    source = role.args("main.yml", "Point apt at the CUDA repository")
     assert source["dest"] == f"/etc/apt/sources.list.d/cuda-{distro}-x86_64.list"
     lines = [line for line in role.render("cuda.list.j2").splitlines() if line and not line.startswith("#")]
     assert lines == [f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {url} /"]
@@ -85,13 +85,13 @@ def test_ubuntu_package_names(ansible_facts, source, open_modules, branch, expec
         nvidia_driver_extra_packages=["nvidia-container-toolkit-base"],
     )
     assert role.variables["nvidia_driver__packages"] == [*expected, "nvidia-container-toolkit-base"]
-    _, fabric = role.module_args("services.yml", "Install Fabric Manager")
+    fabric = role.args("services.yml", "Install Fabric Manager")
     assert fabric["name"] == [f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"]
 
 
 def test_ubuntu_precompiled_signed_modules_package():
     role = resolved(UBUNTU_2404, nvidia_driver_source="ubuntu", nvidia_driver_branch="570", nvidia_driver_secure_boot_policy="precompiled")
-    _, args = role.module_args("packages.yml", "Install the driver packages")
+    args = role.args("packages.yml", "Install the driver packages")
     assert args["name"][-1] == "linux-modules-nvidia-570-server-open-generic"
     assert not role.when("packages.yml", "Install kernel headers for the running kernel (DKMS)", nvidia_driver__in_container=False)
 

@@ -9,9 +9,9 @@ from gpu_stack_render import UBUNTU_2404, RoleRender, evaluate_assert
 NOT_RUN = {"skipped": True}
 
 
-def probe(efi, efivar=NOT_RUN, mokutil=NOT_RUN):
+def probe(efi, efivar=None, mokutil=None):
     role = RoleRender("preflight", UBUNTU_2404)
-    role.variables.update(preflight__efi={"stat": {"exists": efi}}, preflight__sb_efivar=efivar, preflight__sb_mokutil=mokutil)
+    role.variables.update(preflight__efi={"stat": {"exists": efi}}, preflight__sb_efivar=efivar or NOT_RUN, preflight__sb_mokutil=mokutil or NOT_RUN)
     role.set_facts("secure_boot_state.yml", "Secure Boot | Record its state")
     return role.variables["preflight_secure_boot_enabled"], role.variables["preflight__secure_boot_source"].strip()
 

@@ -138,7 +138,7 @@ def test_systemd_analyze_verify_is_a_real_check(tmp_path):
 def test_install_mode_picks_the_unit_template():
     """The same configure task installs vllm@.service from the native or the container template."""
     for mode, template in (("native", "vllm@.service.j2"), ("container", "vllm-container@.service.j2")):
-        _, args = container_role(vllm_install_mode=mode).module_args("configure.yml", "Install the systemd template unit vllm@.service")
+        args = container_role(vllm_install_mode=mode).args("configure.yml", "Install the systemd template unit vllm@.service")
         assert args["src"] == template
         assert args["dest"] == "/etc/systemd/system/vllm@.service"
         assert pathlib.Path(container_role().role, "templates", template).is_file()

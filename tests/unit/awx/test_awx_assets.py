@@ -311,7 +311,7 @@ def _check_survey_shape(question: dict) -> list[str]:
 SURVEYED = [(jt["name"], jt) for jt in ASSETS["job_templates"] if jt.get("survey_enabled")]
 
 
-@pytest.mark.parametrize(("name", "jt"), SURVEYED, ids=[n for n, _ in SURVEYED])
+@pytest.mark.parametrize(("name", "jt"), SURVEYED, ids=[pair[0] for pair in SURVEYED])
 def test_survey_matches_the_argument_specs(name, jt):
     survey = jt["related"]["survey_spec"]
     assert survey["name"] and "description" in survey and survey["spec"], name

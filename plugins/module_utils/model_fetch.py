@@ -216,7 +216,7 @@ def _download_all(dest, to_fetch, sessions, opts, *, progress, current, created_
             len(failures), first.msg, "; ".join(e.msg for dummy, e in failures[1:]))
         details = dict(first.details)
         details["failures"] = [dict(path=s.path, msg=e.msg, **{k: v for k, v in e.details.items() if k in ("expected", "actual", "status")})
-                             for s, e in failures]
+                               for s, e in failures]
         details["bytes_transferred"] = progress.bytes
         raise type(first)(msg, **details)
     return results

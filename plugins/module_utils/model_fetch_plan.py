@@ -70,7 +70,6 @@ def filter_paths(paths, allow_patterns=None, ignore_patterns=None):
     return out
 
 
-
 # ---------------------------------------------------------------------------
 # plans
 
@@ -291,4 +290,3 @@ def url_plan(urls, checksums=None):
         raise PermanentError("urls is empty")
     key = {"type": "urls", "files": sorted([f.path, f.url] for f in files)}
     return Plan(source=key, files=_apply_checksums(files, checksums))
-

@@ -83,12 +83,23 @@ def test_parallel_ranges_are_correct_and_hashed_once(hub, tmp_path, monkeypatch)
         return n
 
     monkeypatch.setattr(mr.os, "preadv", counting_preadv)
+    # Plain HTTP bodies are read straight from the socket (MSG_WAITALL), one reader per range request.
+    direct = []
+    real_reader = transfer.socket_reader
+
+    def counting_reader(resp, timeout):
+        reader = real_reader(resp, timeout)
+        direct.append(reader is not None)
+        return reader
+
+    monkeypatch.setattr(transfer, "socket_reader", counting_reader)
     mark = hub.mark()
     res = mf.run({"repo_id": repo, "endpoint": hub.url, "dest": str(tmp_path / "d"), "connections": 4, "chunk_size": CHUNK})
     item = next(f for f in res["files"] if f["path"] == "model.safetensors")
     assert item["status"] == "downloaded" and item["connections"] == 4 and item["sha256"] == sha256(data)
     assert (tmp_path / "d" / "model.safetensors").read_bytes() == data
     assert read_back[0] == len(data)
+    assert direct == [True] * -(-len(data) // CHUNK)
     gets = file_gets(hub.since(mark), "model.safetensors")
     assert len(gets) == -(-len(data) // CHUNK)  # one request per chunk, no retries
     assert {g["status"] for g in gets} == {206}

@@ -90,6 +90,10 @@ log "preparing: Debian packages, virtualenv, lab image, wheelhouse, test model"
 install_host_packages
 install_venv
 activate_venv
+# The lab inventory compiles its model like production (torch.compile), which
+# costs minutes per vLLM start on 2 cores; CI starts vLLM in several places
+# and runs it eager (benchmarks/serving/results.md, "CI").
+export LLMOPS_LAB_EAGER="${LLMOPS_LAB_EAGER:-1}"
 # Tests fail rather than skip when what they need is missing (CI=true, see
 # tests/conftest.py), so every stage gets its prerequisites here.
 needs_lab_assets=false

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import CACHE, FILE, GiB, REPO_ID, VENV_PY, WORK, NginxHub, fmt_b, log, make_random_file, measured, mf  # noqa: E402
 
@@ -149,7 +151,7 @@ def resume_check(runner, hub_name, kill_at=0.4):
     proc.wait()
     time.sleep(1)
     first = sum(e["bytes"] for e in hub.since(mark) if e["uri"].endswith(FILE))
-    spec = mf.hub_plan(mf.requests.Session(), hub.url, REPO_ID, revision=runner.commit).files[0]
+    spec = mf.hub_plan(requests.Session(), hub.url, REPO_ID, revision=runner.commit).files[0]
     state = mr.load_ranges(str(out / mf.STAGING_DIR / mf.staging_name(spec)), runner.size)
     have, partial = state.done_bytes(), len([g for g in state.missing() if g[0] % (16 << 20)])
     mark = hub.mark()
@@ -163,7 +165,7 @@ def resume_check(runner, hub_name, kill_at=0.4):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rate", default="50m", help="nginx limit_rate per request on the capped server")

@@ -51,7 +51,7 @@ PLAYBOOK = """
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--rate", default="10m", help="nginx limit_rate per request")
     ap.add_argument("--chunk-mib", type=int, default=64, help="model_fetch chunk_size (bigger than the rate's 1 s burst)")

@@ -20,7 +20,6 @@ import os
 import re
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_common import (  # noqa: F401 (re-exported)
@@ -70,6 +69,8 @@ from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_plan 
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_progress import Progress
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_ranges import load_ranges
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_transfer import (  # noqa: F401 (re-exported)
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
     Options,
     Sessions,
     download_one,
@@ -77,15 +78,16 @@ from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_trans
     pump,
 )
 
-try:
-    import requests
-
-    HAS_REQUESTS = True
-    REQUESTS_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - exercised on bare targets
-    requests = None
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+# The public names of model_fetch, wherever they live (tests, benchmarks and the module import them from here).
+__all__ = [
+    "BUFFER_SIZE", "DEFAULT_ENDPOINT", "DEFAULTS", "FILE_BUFFER_SIZE", "HAS_REQUESTS", "MANIFEST_FORMAT", "MANIFEST_NAME",
+    "PROGRESS_NAME", "REQUESTS_IMPORT_ERROR", "STAGING_DIR", "FetchError", "FileSpec", "HashMismatch", "Options", "PermanentError",
+    "Plan", "Progress", "Sessions", "StreamHasher", "TransientError", "download_one", "fetch", "filter_paths", "format_digest",
+    "free_bytes", "git_blob_sha1", "hash_file", "head_size", "hub_api_url", "hub_entries_from_siblings", "hub_entries_from_tree",
+    "hub_file_url", "hub_list", "hub_plan", "hub_source_key", "human_bytes", "load_manifest", "manifest_entry",
+    "manifest_entry_matches", "manifest_path", "parse_digest", "pipeline", "pump", "run", "safe_relpath", "staging_name",
+    "url_plan", "write_json_atomic",
+]
 
 
 def _inspect(dest, spec, entry, opts):

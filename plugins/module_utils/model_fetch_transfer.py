@@ -18,6 +18,7 @@ import ssl
 import struct
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 
 from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_common import (
@@ -46,9 +47,14 @@ from ansible_collections.llmops.inference.plugins.module_utils.model_fetch_range
 try:
     import requests
     from requests.adapters import HTTPAdapter
+
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - reported by the module (missing_required_lib)
     requests = None
     HTTPAdapter = object
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
 STATE_SAVE_INTERVAL = 0.2  # seconds between saves of a ranged download's state (a small JSON file, not fsynced)
 # Range workers do not hash what they receive (the prefix hasher does, in order), so they read bigger buffers:

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 
 import pytest
+import requests
 
 from ansible_collections.llmops.inference.plugins.module_utils import model_fetch as mf
 
@@ -242,7 +243,7 @@ def test_server_ignoring_range_restarts_file(fault, tmp_path):
 def test_resume_against_nginx_range(hub, repo, tmp_path):
     """A partial file left by an earlier run is continued with a Range request that nginx honours."""
     dest = tmp_path / "model"
-    plan = mf.hub_plan(mf.requests.Session(), hub.url, repo["repo_id"], ignore_patterns=["onnx/"])
+    plan = mf.hub_plan(requests.Session(), hub.url, repo["repo_id"], ignore_patterns=["onnx/"])
     spec = next(f for f in plan.files if f.path == "model.safetensors")
     (dest / mf.STAGING_DIR).mkdir(parents=True)
     (dest / mf.STAGING_DIR / mf.staging_name(spec)).write_bytes(repo["files"]["model.safetensors"][:MiB])

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from ansible_collections.llmops.inference.plugins.module_utils import model_fetch as mf
 from ansible_collections.llmops.inference.plugins.module_utils import model_fetch_ranges as mr
@@ -223,7 +224,7 @@ def test_killed_parallel_download_resumes_missing_bytes_only(slow_hub, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)  # nginx logs the broken requests
-    plan = mf.hub_plan(mf.requests.Session(), slow_hub.url, repo, revision=commit)
+    plan = mf.hub_plan(requests.Session(), slow_hub.url, repo, revision=commit)
     staging = str(dest / mf.STAGING_DIR / mf.staging_name(plan.files[0]))
     have = mr.load_ranges(staging, len(data)).done_bytes()
     assert 6 * MiB <= have < len(data)

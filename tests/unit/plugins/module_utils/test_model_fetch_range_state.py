@@ -37,7 +37,7 @@ def test_ranges_random_adds_equal_a_bitmap():
     size = 1000
     r = mr.Ranges(size)
     bitmap = [False] * size
-    for _ in range(200):
+    for _step in range(200):
         a = rng.randrange(size)
         b = min(size, a + rng.randrange(1, 50))
         r.add(a, b)
@@ -162,11 +162,11 @@ def test_progress_window_forgets_old_samples():
     now = [0.0]
     p = Progress(clock=lambda: now[0])
     p.plan(100_000, 1)
-    for _ in range(30):  # 1000 B/s for 30 s
+    for _step in range(30):  # 1000 B/s for 30 s
         now[0] += 1
         p.add(1000)
         p.snapshot()
-    for _ in range(15):  # then stalled
+    for _step in range(15):  # then stalled
         now[0] += 1
         snap = p.snapshot()
     assert snap["rate"] == 0 and snap["eta_s"] is None

@@ -108,19 +108,29 @@ case "${1:-}" in
     # First start: caches emptied (a fresh host); then kill -9 of the main
     # process and systemd's restart with the caches kept. Both timed from the
     # moment the instance is (re)started to its first healthy /health.
+    # CPU seconds of the unit's processes at the first healthy answer are
+    # recorded too (unit_cpu.sh): wall time on a loaded shared machine
+    # measures the other tenants as much as vLLM.
     out="${OUT:-$HERE/results/restart-$STAMP.json}"
-    in_lab systemctl stop "vllm@$INSTANCE.service"
-    in_lab rm -rf /var/lib/vllm/cache
-    in_lab systemctl start "vllm@$INSTANCE.service"
-    first=$(wait_health 8000 900)
+    unit="vllm@$INSTANCE.service"
+    podman cp "$HERE/unit_cpu.sh" "$CONTAINER:/tmp/unit_cpu.sh"
+    if [ "${KEEP_CACHES:-0}" != 1 ]; then
+      in_lab systemctl stop "$unit"
+      in_lab rm -rf /var/lib/vllm/cache
+      in_lab systemctl start "$unit"
+    fi
+    first=$(wait_health 8000 3600)
+    first_cpu=$(in_lab sh /tmp/unit_cpu.sh "$unit")
+    load1=$(cut -d' ' -f1-3 /proc/loadavg)
     sleep 5
-    pid=$(in_lab systemctl show -p MainPID --value "vllm@$INSTANCE.service")
+    pid=$(in_lab systemctl show -p MainPID --value "$unit")
     in_lab kill -9 "$pid"
     sleep 1  # the port closes with the process; poll from here, timed from the kill
-    again=$(awk -v w="$(wait_health 8000 900)" 'BEGIN { printf "%.1f", w + 1 }')
-    restart_sec=$(in_lab systemctl show -p RestartUSec --value "vllm@$INSTANCE.service")
-    printf '{"first_start_s": %s, "restart_after_kill9_s": %s, "restart_sec": "%s", "load": "%s"}\n' \
-      "$first" "$again" "$restart_sec" "$(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out"
+    again=$(awk -v w="$(wait_health 8000 3600)" 'BEGIN { printf "%.1f", w + 1 }')
+    again_cpu=$(in_lab sh /tmp/unit_cpu.sh "$unit")
+    restart_sec=$(in_lab systemctl show -p RestartUSec --value "$unit")
+    printf '{"first_start_s": %s, "first_start_cpu_s": %s, "load_first": "%s", "restart_after_kill9_s": %s, "restart_cpu_s": %s, "load_restart": "%s", "restart_sec": "%s"}\n' \
+      "$first" "$first_cpu" "$load1" "$again" "$again_cpu" "$(cut -d' ' -f1-3 /proc/loadavg)" "$restart_sec" | tee "$out"
     ;;
   *)
     sed -n '2,13p' "$0"; exit 2

@@ -52,7 +52,8 @@ debian_mirror() {
 }
 
 install_host_packages() {
-  local wanted=(podman runc debootstrap nginx-light uidmap iproute2 openssl curl)
+  # prometheus: its promtool checks and unit-tests the monitoring role's rules.
+  local wanted=(podman runc debootstrap nginx-light uidmap iproute2 openssl curl prometheus)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -64,6 +65,8 @@ install_host_packages() {
   fi
   # The distribution's nginx unit is not ours to run; tests start their own.
   systemctl disable --now nginx >/dev/null 2>&1 || true
+  # Nor is the Prometheus server that comes with promtool.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 }
 
 # Controller Python: ansible (bundles community.crypto, containers.podman,

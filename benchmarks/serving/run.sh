@@ -74,6 +74,7 @@ drive() {  # OUTFILE TARGET...
 case "${1:-}" in
   hand-start)
     in_lab systemctl stop bench-hand.service 2>/dev/null || true
+    in_lab systemctl reset-failed bench-hand.service 2>/dev/null || true
     in_lab mkdir -p /var/tmp/bench-hand
     envs=(); for e in "${HAND_ENV[@]}"; do envs+=("--setenv=$e"); done
     in_lab systemd-run --unit=bench-hand --property=LimitNOFILE=16384 --property=WorkingDirectory=/var/tmp/bench-hand \

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: llmops.inference contributors
 # Apache License 2.0 (see LICENSE)
 """Summarize a bench_driver.py results file as a Markdown table.

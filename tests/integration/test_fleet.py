@@ -81,7 +81,7 @@ def start_load(name: str, clients: int = 4) -> tuple[subprocess.Popen, pathlib.P
         sys.executable, str(LOAD), "--url", f"https://{ENDPOINT}", "--ca", str(STATE / "pki/clients/ca.crt"),
         "--cert", str(STATE / "pki/clients/app.crt"), "--key", str(STATE / "pki/clients/app.key"),
         "--api-key-file", str(STATE / "gateway_api_key"), "--model", MODEL, "--clients", str(clients),
-        "--duration", "900", "--stop-file", str(stop), "--out", str(out)], stdout=subprocess.DEVNULL)
+        "--duration", "2400", "--stop-file", str(stop), "--out", str(out)], stdout=subprocess.DEVNULL)
     return process, stop, out
 
 
@@ -181,12 +181,14 @@ def test_a_drained_host_stays_out_through_a_converge():
 def test_rolling_update_under_load_drops_nothing():
     pids = {INF1: vllm_pid(INF1), INF2: vllm_pid(INF2)}
     process, stop, out = start_load("rollout")
-    time.sleep(8)
-    started = time.monotonic()
-    result = playbook("playbooks/rolling_update.yml", "-e", "rolling_update_restart=true")
-    rollout_s = round(time.monotonic() - started, 1)
-    time.sleep(5)
-    summary = stop_load(process, stop, out)
+    try:
+        time.sleep(8)
+        started = time.monotonic()
+        result = playbook("playbooks/rolling_update.yml", "-e", "rolling_update_restart=true")
+        rollout_s = round(time.monotonic() - started, 1)
+        time.sleep(5)
+    finally:
+        summary = stop_load(process, stop, out)
     timings = [line.strip() for line in result.stdout.splitlines() if "change and canary" in line]
     record("rolling_update", {"rollout_s": rollout_s, "phases": timings, **{k: v for k, v in summary.items() if k != "problems"}})
     assert result.returncode == 0, result.stdout[-4000:]
@@ -197,12 +199,14 @@ def test_rolling_update_under_load_drops_nothing():
 
 def test_kill_9_of_one_host_under_load():
     process, stop, out = start_load("kill")
-    time.sleep(8)
-    victim = vllm_pid(INF1)
-    killed_at = time.time()
-    podman("exec", INF1, "kill", "-9", str(victim))
-    time.sleep(30)
-    summary = stop_load(process, stop, out)
+    try:
+        time.sleep(8)
+        victim = vllm_pid(INF1)
+        killed_at = time.time()
+        podman("exec", INF1, "kill", "-9", str(victim))
+        time.sleep(30)
+    finally:
+        summary = stop_load(process, stop, out)
     problems = summary["problems"]
     # Only streams already running on the killed host may break.
     late = [p for p in problems if p["start"] > killed_at]

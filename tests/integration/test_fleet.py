@@ -118,7 +118,7 @@ def test_answer_through_the_gateway():
 
 def test_both_inference_hosts_serve():
     ids = set()
-    for _ in range(6):
+    for _attempt in range(6):
         request = urllib.request.Request(
             f"https://{ENDPOINT}/v1/models",
             headers={"Authorization": "Bearer " + (STATE / "gateway_api_key").read_text().strip()})

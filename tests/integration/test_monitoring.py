@@ -197,10 +197,10 @@ def test_load_probes_targets_and_per_client_counts(lab_host, lab):
 
     def worker():
         client = Client(lab_host)
-        for _ in range(3):
+        for _request in range(3):
             statuses.append(client.request("POST", "/v1/chat/completions", key=key, body=chat))
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
+    threads = [threading.Thread(target=worker) for _worker in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -211,15 +211,15 @@ def test_load_probes_targets_and_per_client_counts(lab_host, lab):
 
     # Negative probes of the lab client.
     with_cert = Client(lab_host)
-    for _ in range(3):
+    for _request in range(3):
         assert saw(with_cert.request("POST", "/v1/chat/completions", body=chat)) == 401
-    for _ in range(2):
+    for _request in range(2):
         assert saw(with_cert.request("POST", "/v1/chat/completions", key="not-" + key, body=chat)) == 401
     without_cert = Client(lab_host, cert=False)
-    for _ in range(2):
+    for _request in range(2):
         assert saw(without_cert.request("POST", "/v1/chat/completions", key=key, body=chat)) == 403
     # Over the per-key rate (10 r/s, burst 20 in the role's defaults).
-    burst = [saw(with_cert.request("GET", "/v1/models", key=key)) for _ in range(45)]
+    burst = [saw(with_cert.request("GET", "/v1/models", key=key)) for _request in range(45)]
     assert 429 in burst and 200 in burst, burst
 
     # Every response the probes saw is in the lab client's counters.

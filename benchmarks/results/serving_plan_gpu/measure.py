@@ -96,7 +96,7 @@ for seqs, vocab in ((256, 152064), (1024, 152064), (1024, 128256)):
 
 # CUDA graph capture of a small MLP stack: graph memory pool size.
 torch.cuda.empty_cache()
-lin = [torch.nn.Linear(4096, 4096, device="cuda", dtype=torch.bfloat16) for _ in range(8)]
+lin = [torch.nn.Linear(4096, 4096, device="cuda", dtype=torch.bfloat16) for _layer in range(8)]
 inp = torch.randn(256, 4096, device="cuda", dtype=torch.bfloat16)
 s = torch.cuda.Stream()
 s.wait_stream(torch.cuda.current_stream())

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict:
                 results.append(result)
 
     began = time.monotonic()
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client, daemon=True) for _client in range(args.clients)]
     for thread in threads:
         thread.start()
     for thread in threads:

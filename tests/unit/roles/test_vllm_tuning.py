@@ -7,7 +7,8 @@ from gpu_stack_render import DEBIAN_12, UBUNTU_2204, UBUNTU_2404, RoleRender, ev
 MODEL = {"name": "m", "path": "/srv/m", "port": 8000, "environment": {"VLLM_CPU_KVCACHE_SPACE": "4"}}
 
 
-def tuned(device="cpu", host=DEBIAN_12, **overrides):
+def tuned(device="cpu", host=None, **overrides):
+    host = DEBIAN_12 if host is None else host
     role = RoleRender("vllm", dict(host, processor_cores=overrides.pop("cores", 16), processor_count=1), **overrides)
     role.variables["vllm__device"] = device
     role.set_facts("tuning.yml", "Choose the libraries to preload on CPU hosts")

@@ -369,3 +369,17 @@ class FaultServer:
 
     def gets(self, name=None):
         return [r for r in self.requests if r["method"] == "GET" and (name is None or r["path"].endswith("/" + name))]
+
+
+def blob(n, seed):
+    """Deterministic incompressible bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"%s:%d" % (seed.encode(), counter)).digest() * 64
+        counter += 1
+    return bytes(out[:n])
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()

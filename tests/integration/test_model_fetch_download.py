@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,23 +12,9 @@ import requests
 
 from ansible_collections.llmops.inference.plugins.module_utils import model_fetch as mf
 
-from model_fetch_servers import TOKEN, FaultServer, NginxHub
+from model_fetch_servers import TOKEN, FaultServer, NginxHub, blob, sha256
 
 MiB = 1024 * 1024
-
-
-def blob(n, seed):
-    """Deterministic incompressible bytes."""
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(b"%s:%d" % (seed.encode(), counter)).digest() * 64
-        counter += 1
-    return bytes(out[:n])
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmops.inference.plugins.module_utils import fabric_test
 from ansible_collections.llmops.inference.plugins.modules import gpu_fabric_test
+
+from module_runner import run_module
 
 STAND_IN = r'''
 import json, sys
@@ -24,11 +24,7 @@ print(json.dumps({"world_size": 2, "device": config["device"], "dtype": config["
 
 
 def run(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit) as info:
-        gpu_fabric_test.main()
-    result = json.loads(capsys.readouterr().out)
-    assert info.value.code == (1 if result.get("failed") else 0)
-    return result
+    return run_module(gpu_fabric_test.main, args, capsys)
 
 
 @pytest.fixture

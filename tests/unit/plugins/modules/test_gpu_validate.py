@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import pathlib
 import sys
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.llmops.inference.plugins.module_utils import nvml
 from ansible_collections.llmops.inference.plugins.modules import gpu_validate
+
+from module_runner import run_module
 
 
 def _load_fake():
@@ -27,12 +27,7 @@ fake = _load_fake()
 
 
 def run(args, capsys):
-    """Run the module's main() like Ansible does; return (result, failed)."""
-    with patch_module_args(args), pytest.raises(SystemExit) as info:
-        gpu_validate.main()
-    result = json.loads(capsys.readouterr().out)
-    assert info.value.code == (1 if result.get("failed") else 0)
-    return result
+    return run_module(gpu_validate.main, args, capsys)
 
 
 @pytest.fixture

@@ -276,28 +276,53 @@ def _choose_layout(shape, hw, candidates, target, opts, *, explicit_len):
 
 
 def _size_batches(shape, hw, r, opts, *, max_num_seqs, max_num_batched_tokens, avg_seq_len, default_seqs, lines):
-    """max_num_seqs / max_num_batched_tokens consistent with the KV capacity; returns the re-evaluated layout."""
+    """max_num_seqs / max_num_batched_tokens consistent with the KV capacity; returns the re-evaluated layout.
+
+    vLLM's scheduler admits a sequence only while KV blocks are free (and
+    preempts when decoding runs out), so ``max_num_seqs`` is an upper bound,
+    not a reservation. Unset, it stays vLLM's default; only a given
+    ``avg_seq_len`` (the operator's typical request) caps it at what the KV
+    cache holds at that length. A cap from a worst-case full-length request
+    only throttled short requests (issue #14: 16 instead of 128 on the lab).
+    """
     cap = r["capacity"]
-    avg = int(avg_seq_len or min(r["max_model_len"], 2048))
-    by_capacity = max(1, cap["tokens"] // max(1, avg))
+    evaluated = (opts["max_num_seqs"], opts["max_num_batched_tokens"])
     if max_num_seqs:
+        avg = int(avg_seq_len or min(r["max_model_len"], 2048))
+        by_capacity = max(1, cap["tokens"] // max(1, avg))
         if opts["max_num_seqs"] > by_capacity:
             lines.append("warning: max_num_seqs %d exceeds the %d sequences of %d tokens the KV cache holds; "
                          "expect preemption under load" % (opts["max_num_seqs"], by_capacity, avg))
-    else:
+    elif avg_seq_len:
+        avg = int(avg_seq_len)
+        by_capacity = max(1, cap["tokens"] // max(1, avg))
         seqs = min(default_seqs, by_capacity)
         if seqs >= 16:
             seqs = seqs // 8 * 8
-        if seqs != opts["max_num_seqs"]:
-            opts["max_num_seqs"] = seqs
-            r = _evaluate(shape, hw, r["tensor_parallel_size"], r["max_model_len"], opts)
+        if seqs != default_seqs:
+            lines.append("note: max_num_seqs %d: vLLM's default %d capped at the %d sequences of avg_seq_len %d tokens "
+                         "the KV cache holds" % (seqs, default_seqs, by_capacity, avg))
+        opts["max_num_seqs"] = seqs
+    if max_num_batched_tokens and not max_num_seqs and opts["max_num_seqs"] > int(max_num_batched_tokens):
+        # A given token budget below the sequence limit: vLLM refuses max_num_batched_tokens < max_num_seqs;
+        # keep the operator's budget and lower the limit nobody set.
+        lines.append("note: max_num_seqs %d, lowered from %d to the given max_num_batched_tokens (vLLM requires "
+                     "max_num_batched_tokens >= max_num_seqs)" % (int(max_num_batched_tokens), opts["max_num_seqs"]))
+        opts["max_num_seqs"] = int(max_num_batched_tokens)
     batched = opts["max_num_batched_tokens"]
     if not max_num_batched_tokens:
+        # Chunked prefill (vLLM's default) splits longer prompts, so the budget need not reach max_model_len.
         batched = min(batched, max(cap["tokens"], opts["block_size"]))
     batched = max(batched, opts["max_num_seqs"])  # vLLM: max_num_batched_tokens >= max_num_seqs
-    if batched != opts["max_num_batched_tokens"]:
-        opts["max_num_batched_tokens"] = batched
+    opts["max_num_batched_tokens"] = batched
+    if (opts["max_num_seqs"], batched) != evaluated:
         r = _evaluate(shape, hw, r["tensor_parallel_size"], r["max_model_len"], opts)
+    if not max_num_seqs and not avg_seq_len and opts["max_num_seqs"] == default_seqs:
+        full = int(r["capacity"]["concurrency"])
+        lines.append("note: max_num_seqs %d is vLLM's default, not capped by the KV cache: it holds %d sequence%s of "
+                     "max_model_len %d tokens at once (more of shorter ones); vLLM's scheduler admits requests while KV "
+                     "blocks are free and queues or preempts beyond that. Set avg_seq_len to cap max_num_seqs at what "
+                     "the KV cache holds at that length" % (default_seqs, full, "" if full == 1 else "s", r["max_model_len"]))
     return r
 
 

@@ -111,7 +111,12 @@ options:
     default: 0.9
   max_num_seqs:
     description:
-      - Maximum concurrent sequences. Unset, vLLM's default capped by what the KV cache holds at O(avg_seq_len).
+      - Maximum concurrent sequences. Unset, vLLM's default (128 on CPU, 256 on GPUs under 70 GiB, 1024 from 70 GiB),
+        not capped by the KV cache, since vLLM's scheduler admits requests only while KV blocks are free and queues
+        or preempts beyond that; the explanation says how many O(max_model_len) requests the KV cache holds at once.
+        With O(avg_seq_len) set, capped at what the KV cache holds at that length.
+      - Set, it is kept, with a warning when it exceeds the sequences of O(avg_seq_len) (unset, min(max_model_len, 2048))
+        tokens the KV cache holds.
     type: int
   max_num_batched_tokens:
     description:
@@ -135,7 +140,10 @@ options:
     default: 1.0
   avg_seq_len:
     description:
-      - Typical prompt plus output tokens of a request, used to cap O(max_num_seqs). Defaults to min(max_model_len, 2048).
+      - Typical prompt plus output tokens of a request. Set, and O(max_num_seqs) unset, the plan caps O(max_num_seqs) at
+        vLLM's default or the KV cache tokens divided by this, whichever is smaller (rounded down to a multiple of 8 from
+        16). Unset, O(max_num_seqs) stays vLLM's default.
+      - Also the length the warning for a given O(max_num_seqs) counts in; unset, min(max_model_len, 2048) there.
     type: int
   enforce_eager:
     description:

@@ -105,6 +105,25 @@ def test_qwen25_72b_tp2_h100_from_the_issue_is_not_refused():
     assert r["fits"] and r["max_concurrency"] >= 1
 
 
+# Rows that ran with vLLM's default batch sizes on a card the plan can tell by its memory (vLLM gives an A100 80GB
+# the smaller defaults by its name, which the plan's GPU sizes do not carry).
+DEFAULT_BATCH_ROWS = [r for r in PREDICT_ROWS if r["gpu"] and "A100 80GB" not in r["gpu"][1]]
+
+
+@pytest.mark.parametrize("row", DEFAULT_BATCH_ROWS, ids=[r["id"] for r in DEFAULT_BATCH_ROWS])
+def test_unset_max_num_seqs_is_the_default_the_logged_run_used(row):
+    # Issue #14: with max_num_seqs and avg_seq_len unset the plan keeps vLLM's default, however few
+    # max_model_len requests the KV cache holds (qwen3-32b-h100-tp1: 1.14), and so the same KV cache.
+    given = predict(row)
+    kw = dict(row, max_num_seqs=None, max_num_batched_tokens=None)
+    r = predict(kw)
+    assert r["fits"]
+    assert r["vllm_args"]["max_num_seqs"] == row["max_num_seqs"]
+    assert r["vllm_args"]["max_num_batched_tokens"] == row["max_num_batched_tokens"]
+    assert r["kv_cache_tokens"] == given["kv_cache_tokens"]
+    assert any(line.startswith("note: max_num_seqs %d is vLLM's default" % row["max_num_seqs"]) for line in r["explanation"])
+
+
 def table():
     """Markdown rows: id, version, GPU, TP/PP, logged tokens, arithmetic error, predicted tokens, prediction error."""
     out = ["| row | vLLM | GPU (CUDA GiB) | TP x PP | util | max_model_len | logged available GiB | logged tokens "

@@ -290,6 +290,91 @@ def test_auto_len_lowered_when_model_max_does_not_fit():
     assert r["vllm_args"]["max_num_batched_tokens"] >= r["vllm_args"]["max_num_seqs"]
 
 
+# --- max_num_seqs / max_num_batched_tokens (issue #14) ---------------------------------
+
+LAB = {"model_config": SMOLLM2, "weight_bytes": 269060000, "device": "cpu", "cpu_kvcache_space": 1, "max_model_len": 2048}
+
+
+def _notes(r):
+    return [line for line in r["explanation"] if line.startswith(("note: max_num_seqs", "warning: max_num_seqs"))]
+
+
+def test_max_num_seqs_stays_vllms_default_without_avg_seq_len():
+    # The lab: 46,592 tokens of KV cache hold 22 requests of 2048 tokens. The old cap
+    # (tokens // min(max_model_len, 2048), rounded to 8) gave 16; vLLM-CPU's default is 128.
+    r = sp.plan(**LAB)
+    assert r["fits"] and r["kv_cache_tokens"] == 46592
+    assert r["vllm_args"]["max_num_seqs"] == 128
+    assert r["vllm_args"]["max_num_batched_tokens"] == 2048
+    notes = _notes(r)
+    assert len(notes) == 1
+    assert notes[0].startswith("note: max_num_seqs 128 is vLLM's default, not capped by the KV cache: it holds 22 sequences "
+                               "of max_model_len 2048 tokens at once")
+    assert "queues or preempts" in notes[0] and "avg_seq_len" in notes[0]
+    assert not any(line.startswith("warning:") for line in r["explanation"])
+    # GPUs: 256 below 70 GiB, 1024 from 70 GiB, however few full-length requests the cache holds.
+    small = sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", max_model_len=8192)
+    assert small["max_concurrency"] == pytest.approx(5.58, abs=0.01)
+    assert (small["vllm_args"]["max_num_seqs"], small["vllm_args"]["max_num_batched_tokens"]) == (256, 2048)
+    assert "it holds 5 sequences of max_model_len 8192 tokens" in _notes(small)[0]
+    big = sp.plan(model_config=LLAMA3_8B, gpu_memory="80GiB", max_model_len=8192)
+    assert (big["vllm_args"]["max_num_seqs"], big["vllm_args"]["max_num_batched_tokens"]) == (1024, 8192)
+
+
+def test_avg_seq_len_caps_max_num_seqs():
+    # 46,592 // 512 = 91 -> 88 (a multiple of 8); // 2048 = 22 -> 16 (the old default cap).
+    r = sp.plan(avg_seq_len=512, **LAB)
+    assert r["vllm_args"]["max_num_seqs"] == 88
+    assert _notes(r) == ["note: max_num_seqs 88: vLLM's default 128 capped at the 91 sequences of avg_seq_len 512 tokens "
+                         "the KV cache holds"]
+    assert sp.plan(avg_seq_len=2048, **LAB)["vllm_args"]["max_num_seqs"] == 16
+    # Short requests: the cache holds more than the default, which stays.
+    short = sp.plan(avg_seq_len=100, **LAB)
+    assert short["vllm_args"]["max_num_seqs"] == 128 and _notes(short) == []
+    # Under 16 the capped value is not rounded: 45,680 // 8192 = 5.
+    gpu = sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", max_model_len=8192, avg_seq_len=8192)
+    assert gpu["fits"] and gpu["vllm_args"]["max_num_seqs"] == 5
+    assert sp.plan(model_config=LLAMA3_8B, gpu_memory="24GiB", max_model_len=8192, avg_seq_len=1024)["vllm_args"][
+        "max_num_seqs"] == 40
+
+
+def test_explicit_max_num_seqs_is_kept_with_a_warning_past_the_cache():
+    r = sp.plan(max_num_seqs=64, **LAB)
+    assert r["vllm_args"]["max_num_seqs"] == 64
+    assert _notes(r) == ["warning: max_num_seqs 64 exceeds the 22 sequences of 2048 tokens the KV cache holds; "
+                         "expect preemption under load"]
+    r = sp.plan(max_num_seqs=64, avg_seq_len=512, **LAB)
+    assert r["vllm_args"]["max_num_seqs"] == 64 and _notes(r) == []  # 91 sequences of 512 tokens
+
+
+def test_given_batched_tokens_below_the_default_lower_max_num_seqs():
+    # vLLM refuses max_num_batched_tokens < max_num_seqs: the operator's budget wins over the default limit.
+    r = sp.plan(max_num_batched_tokens=64, **LAB)
+    assert (r["vllm_args"]["max_num_seqs"], r["vllm_args"]["max_num_batched_tokens"]) == (64, 64)
+    assert _notes(r) == ["note: max_num_seqs 64, lowered from 128 to the given max_num_batched_tokens (vLLM requires "
+                         "max_num_batched_tokens >= max_num_seqs)"]
+
+
+def test_tiny_kv_cache_keeps_default_seqs_and_valid_batched_tokens():
+    # 320 layers x 64 KV heads x 128 x 2 x 2 B = 10 MiB per token: 1 GiB holds 6 blocks of 16 = 96 tokens.
+    tiny = {"model_type": "llama", "num_hidden_layers": 320, "hidden_size": 8192, "intermediate_size": 1024,
+            "num_attention_heads": 64, "num_key_value_heads": 64, "vocab_size": 32000, "max_position_embeddings": 64,
+            "torch_dtype": "bfloat16"}
+    r = sp.plan(model_config=tiny, weight_bytes=10 ** 9, device="cpu", cpu_kvcache_space=1, block_size=16)
+    assert r["fits"] and r["kv_cache_tokens"] == 96 and r["max_concurrency"] == 1.5
+    args = r["vllm_args"]
+    assert args["max_num_seqs"] == 128
+    # Capped at the KV capacity (96), then raised to max_num_seqs, which vLLM requires; >= max_model_len too.
+    assert args["max_num_batched_tokens"] == 128 >= args["max_model_len"]
+    assert "it holds 1 sequence of max_model_len 64 tokens" in _notes(r)[0]
+    # An 18 GiB GPU leaves 1,456 tokens of KV cache at vLLM's default 256 / 2048: the default 256 stays, the token
+    # budget drops to those 1,456 (chunked prefill), and the smaller activation peak it buys frees more cache.
+    g = sp.plan(model_config=LLAMA3_8B, gpu_memory="18GiB", max_model_len=512)
+    assert g["fits"] and g["max_concurrency"] >= 1
+    assert (g["vllm_args"]["max_num_seqs"], g["vllm_args"]["max_num_batched_tokens"]) == (256, 1456)
+    assert g["kv_cache_tokens"] == 1872
+
+
 def test_explicit_len_too_long_fails_with_largest_len():
     r = sp.plan(model_config=dict(LLAMA3_8B, max_position_embeddings=131072), gpu_memory="24GiB", max_model_len=131072)
     assert not r["fits"]

@@ -259,6 +259,9 @@ def test_every_expression_returns_data(lab):
     found = expressions(lab)
     dcgm = {name for name, expr in found if "DCGM_" in expr}
     assert dcgm == DCGM_EXPRESSIONS
+    # rate() and increase() need two samples of a series: the gateway's
+    # counters first appear with the previous test's load, one scrape ago.
+    wait_for("two scrapes of the gateway's counters", lambda: lab.query("rate(llmops_gateway_requests_total[1m])"), timeout=60)
     empty = []
     evaluated = 0
     for name, expr in found:

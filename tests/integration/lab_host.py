@@ -26,6 +26,17 @@ IMAGE = os.environ.get("LLMOPS_LAB_VLLM_IMAGE", "localhost/llmops-lab-vllm:lates
 LAB_HOSTNAME = "llmops-lab"
 
 
+def changed_tasks(stdout: str) -> list[str]:
+    """The TASK/HANDLER headers of an ansible-playbook run's results that reported a change."""
+    header, changed = "", []
+    for line in stdout.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            header = line.rstrip(" *")
+        elif line.lstrip().startswith("changed:"):
+            changed.append(header)
+    return changed
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,6 +122,9 @@ class LabHost:
             raise RuntimeError(f"site.yml failed on the lab host {self.name} (rc={proc.returncode}):\n"
                                + self.converge_output[-6000:])
         self.converge_seconds = time.monotonic() - started
+        # The second run is the idempotence check (tests/integration/test_lab_host.py):
+        # taken here, before any test changes the host.
+        self.second_run = self.playbook("site.yml", timeout=timeout)
 
     def destroy(self) -> None:
         if os.environ.get("LLMOPS_IT_KEEP_LAB") != "1":

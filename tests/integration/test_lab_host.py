@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
 
 import pytest
+from lab_host import changed_tasks
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +37,10 @@ def test_gateway_refuses_without_certificate(lab_host):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, context=_tls(lab_host, with_cert=False), timeout=30)
     assert refused.value.code == 403
+
+
+def test_site_yml_is_idempotent(lab_host):
+    run = lab_host.second_run
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    recap = re.search(r"llmops-lab\s*:\s*ok=\d+\s+changed=(\d+)", run.stdout)
+    assert recap and recap[1] == "0", f"second run of site.yml changed: {changed_tasks(run.stdout)}"

@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from lab_host import podman
+from lab_host import changed_tasks, podman
 
 HERE = pathlib.Path(__file__).resolve().parent / "monitoring"
 MODEL = "smollm2-135m-instruct"
@@ -172,17 +172,6 @@ def lab(lab_host):
     return Lab(lab_host)
 
 
-def _changed_tasks(stdout):
-    """The TASK/HANDLER headers of the results that reported a change."""
-    header, changed = "", []
-    for line in stdout.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            header = line.rstrip(" *")
-        elif line.lstrip().startswith("changed:"):
-            changed.append(header)
-    return changed
-
-
 def test_monitoring_playbook_is_idempotent(lab_host):
     # Tests before this one may change what the role watches (the AWX client
     # access test issues and revokes client certificates, whose expiry the
@@ -191,7 +180,7 @@ def test_monitoring_playbook_is_idempotent(lab_host):
         done = lab_host.playbook("playbooks/monitoring.yml", timeout=900)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     recap = re.search(r"llmops-lab\s*:\s*ok=\d+\s+changed=(\d+)", done.stdout)
-    assert recap and recap[1] == "0", "second run of monitoring.yml changed: %s" % _changed_tasks(done.stdout)
+    assert recap and recap[1] == "0", "second run of monitoring.yml changed: %s" % changed_tasks(done.stdout)
 
 
 def test_load_probes_targets_and_per_client_counts(lab_host, lab):

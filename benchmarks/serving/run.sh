@@ -9,7 +9,8 @@
 #
 # Environment: CONTAINER (lab host, default llmops-lab), LAB_STATE (the lab's
 # .cache/lab: PKI and keys), LEVELS (1,8,32), ROUNDS (2), PROMPTS (requests per level, 8,32,64),
-# OUT (results JSON). The load generator is vLLM's own (`vllm bench serve`),
+# OUT (results JSON), HAND_KEYFILE (a key file inside the lab host the hand-tuned
+# instance wants, when it was started with HAND_ARGS="--api-key ..."). The load generator is vLLM's own (`vllm bench serve`),
 # run inside the lab host with the instance's virtualenv; never in CI.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -91,7 +92,7 @@ case "${1:-}" in
     in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
     EXTRA=()
     drive "${OUT:-$HERE/results/managed-vs-hand-$STAMP.json}" \
-      "managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100"
+      "managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100${HAND_KEYFILE:+,$HAND_KEYFILE}"
     ;;
   gateway)
     copy_client

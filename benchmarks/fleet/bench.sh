@@ -18,7 +18,13 @@ OUT="$REPO_ROOT/benchmarks/fleet/results.json"
 export LLMOPS_FLEET_STATE_DIR="$WORK/state"
 
 teardown() {
-  podman rm -f "$PREFIX-gw" "$PREFIX-inf1" "$PREFIX-inf2" >/dev/null 2>&1 || true
+  local name
+  # One at a time: a systemd container can outlive a batched `rm -f` that
+  # gave up on another, and the next start would find its name taken.
+  for name in gw inf1 inf2; do
+    podman rm -f -t 5 "$PREFIX-$name" >/dev/null 2>&1 || true
+    ! podman container exists "$PREFIX-$name" || die "could not remove the container $PREFIX-$name"
+  done
   podman network rm "$PREFIX" >/dev/null 2>&1 || true
 }
 trap teardown EXIT
@@ -56,6 +62,7 @@ converge() {
   t1=$(date +%s.%N)
   ansible-playbook -i "$inv" "$REPO_ROOT/site.yml" >"$WORK/reconverge-$1.log" 2>&1 || { tail -30 "$WORK/reconverge-$1.log" >&2; exit 1; }
   changed=$(grep -oE 'changed=[0-9]+' "$WORK/reconverge-$1.log" | cut -d= -f2 | paste -sd+ | bc)
+  log "converge with $1 inference host(s): $(echo "$t1 - $t0" | bc) s, second run changed=$changed" >&2
   echo "$(echo "$t1 - $t0" | bc) $changed"
 }
 
@@ -63,19 +70,26 @@ restart_time() {
   podman exec "$PREFIX-inf1" bash -c '
     t0=$(date +%s.%N); systemctl restart vllm@smollm2.service
     until curl -fs -o /dev/null http://127.0.0.1:8000/health; do sleep 0.5; done
-    echo "$(date +%s.%N) - $t0" | bc'
+    awk -v a="$t0" -v b="$(date +%s.%N)" "BEGIN { printf \"%.1f\n\", b - a }"'
 }
 
 mkdir -p "$WORK"
 rm -rf "$LLMOPS_FLEET_STATE_DIR"
 teardown
-start 1
-read -r one one_changed < <(converge 1)
-teardown
+# LLMOPS_FLEETBENCH_ONE="SECONDS CHANGED" reuses a measured 1-host converge
+# and runs only the 2-host part.
+if [ -n "${LLMOPS_FLEETBENCH_ONE:-}" ]; then
+  read -r one one_changed <<<"$LLMOPS_FLEETBENCH_ONE"
+else
+  start 1
+  read -r one one_changed < <(converge 1)
+  teardown
+fi
 rm -rf "$LLMOPS_FLEET_STATE_DIR"
 start 2
 read -r two two_changed < <(converge 2)
 restart=$(restart_time)
+log "vLLM's own restart on inf1: $restart s"
 t0=$(date +%s.%N)
 ansible-playbook -i "$WORK/inventory-2" "$REPO_ROOT/playbooks/rolling_update.yml" -e rolling_update_restart=true \
   >"$WORK/rollout.log" 2>&1 || { tail -30 "$WORK/rollout.log" >&2; exit 1; }

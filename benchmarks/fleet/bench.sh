@@ -94,7 +94,8 @@ t0=$(date +%s.%N)
 ansible-playbook -i "$WORK/inventory-2" "$REPO_ROOT/playbooks/rolling_update.yml" -e rolling_update_restart=true \
   >"$WORK/rollout.log" 2>&1 || { tail -30 "$WORK/rollout.log" >&2; exit 1; }
 rollout=$(echo "$(date +%s.%N) - $t0" | bc)
-per_host=$(grep -oE '[a-z0-9-]+: drain [0-9.]+ s, change and canary [0-9.]+ s, total [0-9.]+ s' "$WORK/rollout.log" | sort -u)
+# The callback wraps long messages: join the lines before matching.
+per_host=$(tr -s ' \n' ' ' <"$WORK/rollout.log" | grep -oE '[a-z0-9-]+: drain [0-9.]+ s, change and canary [0-9.]+ s, total [0-9.]+ s' | sort -u || true)
 python3 - "$OUT" "$one" "$one_changed" "$two" "$two_changed" "$restart" "$rollout" "$per_host" <<'PY'
 import json, re, sys
 out, one, one_c, two, two_c, restart, rollout, per_host = sys.argv[1:]

@@ -132,8 +132,9 @@ for stage in "${stages[@]}"; do
     failed+=("$stage")
     result=FAILED
   fi
-  timings+=("$stage $(( $(date +%s) - started ))s")
-  log "stage $stage $result in $(( $(date +%s) - started )) s"
+  seconds=$(( $(date +%s) - started ))
+  timings+=("$stage ${seconds}s")
+  log "stage $stage $result in $seconds s"
 done
 
 echo

@@ -287,15 +287,13 @@ def _size_batches(shape, hw, r, opts, *, max_num_seqs, max_num_batched_tokens, a
     """
     cap = r["capacity"]
     evaluated = (opts["max_num_seqs"], opts["max_num_batched_tokens"])
+    avg = int(avg_seq_len or min(r["max_model_len"], 2048))
+    by_capacity = max(1, cap["tokens"] // max(1, avg))
     if max_num_seqs:
-        avg = int(avg_seq_len or min(r["max_model_len"], 2048))
-        by_capacity = max(1, cap["tokens"] // max(1, avg))
         if opts["max_num_seqs"] > by_capacity:
             lines.append("warning: max_num_seqs %d exceeds the %d sequences of %d tokens the KV cache holds; "
                          "expect preemption under load" % (opts["max_num_seqs"], by_capacity, avg))
     elif avg_seq_len:
-        avg = int(avg_seq_len)
-        by_capacity = max(1, cap["tokens"] // max(1, avg))
         seqs = min(default_seqs, by_capacity)
         if seqs >= 16:
             seqs = seqs // 8 * 8

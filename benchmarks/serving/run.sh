@@ -4,13 +4,19 @@
 #   benchmarks/serving/run.sh hand-start   start the hand-tuned vLLM (transient unit bench-hand, port 8100)
 #   benchmarks/serving/run.sh managed      managed (role, :8000) vs hand-tuned (:8100), direct
 #   benchmarks/serving/run.sh gateway      the managed instance through the gateway (nginx_mtls, :443) vs direct (:8000)
+#   benchmarks/serving/run.sh compare NAME=URL[,KEYFILE]...   any targets in the lab host (/tmp/bench/vllm_key is the managed key)
 #   benchmarks/serving/run.sh restart      first start vs restart after kill -9 of the managed instance
 #   benchmarks/serving/run.sh hand-stop    stop the hand-tuned vLLM
+#   benchmarks/serving/run.sh control-start|control-stop   a second instance of the role's unit (:8300), the A/A control
+#                                          `managed` includes it when it answers
 #
 # Environment: CONTAINER (lab host, default llmops-lab), LAB_STATE (the lab's
 # .cache/lab: PKI and keys), LEVELS (1,8,32), ROUNDS (2), PROMPTS (requests per level, 8,32,64),
 # OUT (results JSON), HAND_KEYFILE (a key file inside the lab host the hand-tuned
-# instance wants, when it was started with HAND_ARGS="--api-key ..."). The load generator is vLLM's own (`vllm bench serve`),
+# instance wants, when it was started with HAND_ARGS="--api-key ..."), HAND_SETENV
+# (more NAME=VALUE words for the hand-tuned instance's environment), HAND_NAME and
+# HAND_PORT (another hand-started variant: its unit name and port), MORE_TARGETS
+# (more NAME=URL[,KEYFILE] words for `managed`). The load generator is vLLM's own (`vllm bench serve`),
 # run inside the lab host with the instance's virtualenv; never in CI.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +31,12 @@ LEVELS="${LEVELS:-1,8,32}"
 ROUNDS="${ROUNDS:-2}"
 PROMPTS="${PROMPTS:-8,32,64}"
 VENV=/opt/vllm/venv
+# A hand-started variant gets its own transient unit, port and caches.
+HAND_NAME="${HAND_NAME:-bench-hand}"
+HAND_PORT="${HAND_PORT:-8100}"
+# The A/A control: a second instance of the role's own unit, same config, port 8300.
+CONTROL="${INSTANCE}ctl"
+CONTROL_PORT=8300
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 
 in_lab() { podman exec "$CONTAINER" "$@"; }
@@ -37,8 +49,8 @@ HAND_ENV=(
   "VLLM_CPU_OMP_THREADS_BIND=${HAND_BIND:-auto}"
   "VLLM_CPU_NUM_OF_RESERVED_CPU=${HAND_RESERVED:-1}"
   "VLLM_CPU_KVCACHE_SPACE=1"
-  "VLLM_CACHE_ROOT=/var/tmp/bench-hand/cache/vllm"
-  "TORCHINDUCTOR_CACHE_DIR=/var/tmp/bench-hand/cache/torchinductor"
+  "VLLM_CACHE_ROOT=/var/tmp/$HAND_NAME/cache/vllm"
+  "TORCHINDUCTOR_CACHE_DIR=/var/tmp/$HAND_NAME/cache/torchinductor"
   "VLLM_NO_USAGE_STATS=1"
   "HF_HUB_OFFLINE=1"
 )
@@ -74,25 +86,48 @@ drive() {  # OUTFILE TARGET...
 
 case "${1:-}" in
   hand-start)
-    in_lab systemctl stop bench-hand.service 2>/dev/null || true
-    in_lab systemctl reset-failed bench-hand.service 2>/dev/null || true
-    in_lab mkdir -p /var/tmp/bench-hand
-    envs=(); for e in "${HAND_ENV[@]}"; do envs+=("--setenv=$e"); done
-    in_lab systemd-run --unit=bench-hand --property=LimitNOFILE=16384 --property=WorkingDirectory=/var/tmp/bench-hand \
-      --setenv=HOME=/var/tmp/bench-hand "${envs[@]}" \
+    in_lab systemctl stop "$HAND_NAME.service" 2>/dev/null || true
+    in_lab systemctl reset-failed "$HAND_NAME.service" 2>/dev/null || true
+    in_lab mkdir -p /var/tmp/$HAND_NAME
+    envs=(); for e in "${HAND_ENV[@]}" ${HAND_SETENV:-}; do envs+=("--setenv=$e"); done
+    in_lab systemd-run --unit="$HAND_NAME" --property=LimitNOFILE=16384 --property=WorkingDirectory=/var/tmp/$HAND_NAME \
+      --setenv=HOME=/var/tmp/$HAND_NAME "${envs[@]}" \
       "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" \
-      --served-model-name "$SERVED" --host 127.0.0.1 --port 8100 --max-model-len 2048 ${HAND_ARGS:-}
-    echo "hand-tuned healthy after $(wait_health 8100 900) s"
+      --served-model-name "$SERVED" --host 127.0.0.1 --port "$HAND_PORT" --max-model-len 2048 ${HAND_ARGS:-}
+    echo "$HAND_NAME healthy after $(wait_health "$HAND_PORT" 900) s"
     ;;
   hand-stop)
-    in_lab systemctl stop bench-hand.service
+    in_lab systemctl stop "$HAND_NAME.service"
+    ;;
+  control-start)
+    # Two instances of the same unit and config differ by a few percent at
+    # one stream (results.md, runs 7-10): the control measures that floor.
+    in_lab sh -c "sed 's/^port: .*/port: $CONTROL_PORT/' /etc/vllm/$INSTANCE.yaml > /etc/vllm/$CONTROL.yaml \
+      && chgrp vllm /etc/vllm/$CONTROL.yaml && chmod 640 /etc/vllm/$CONTROL.yaml \
+      && cp -p /etc/vllm/$INSTANCE.env /etc/vllm/$CONTROL.env && systemctl start vllm@$CONTROL.service"
+    echo "control healthy after $(wait_health "$CONTROL_PORT" 900) s"
+    ;;
+  control-stop)
+    in_lab sh -c "systemctl stop vllm@$CONTROL.service; rm -f /etc/vllm/$CONTROL.yaml /etc/vllm/$CONTROL.env"
     ;;
   managed)
     copy_client
     in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
     EXTRA=()
-    drive "${OUT:-$HERE/results/managed-vs-hand-$STAMP.json}" \
-      "managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100${HAND_KEYFILE:+,$HAND_KEYFILE}"
+    targets=("managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100${HAND_KEYFILE:+,$HAND_KEYFILE}")
+    if in_lab curl -fs -o /dev/null "http://127.0.0.1:$CONTROL_PORT/health"; then
+      targets+=("control=http://127.0.0.1:$CONTROL_PORT,/tmp/bench/vllm_key")
+    fi
+    drive "${OUT:-$HERE/results/managed-vs-hand-$STAMP.json}" "${targets[@]}" ${MORE_TARGETS:-}
+    ;;
+  compare)
+    # Any targets inside the lab host, e.g. an instance started for a bisection:
+    #   run.sh compare managed=http://127.0.0.1:8000,/tmp/bench/vllm_key mirror=http://127.0.0.1:8200,/tmp/bench/vllm_key
+    shift
+    copy_client
+    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
+    EXTRA=()
+    drive "${OUT:-$HERE/results/compare-$STAMP.json}" "$@"
     ;;
   gateway)
     copy_client
@@ -135,6 +170,6 @@ case "${1:-}" in
       "$first" "$first_cpu" "$load1" "$again" "$again_cpu" "$(cut -d' ' -f1-3 /proc/loadavg)" "$restart_sec" | tee "$out"
     ;;
   *)
-    sed -n '2,13p' "$0"; exit 2
+    awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 2
     ;;
 esac

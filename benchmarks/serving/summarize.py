@@ -5,10 +5,12 @@
 
 Per concurrency and target: the median over rounds of output tokens/s, TTFT
 p50/p95 and inter-token latency p50/p95, with the spread (min-max) of
-tokens/s. The ratio is the first target's over the second's, per round (the
-two ran back to back), then the median and spread of those ratios.
+tokens/s. Ratios: for every pair of targets, in the order given (the first
+over the second, ...), per round (they ran back to back), then the median and
+spread of those ratios.
 """
 
+import itertools
 import json
 import statistics
 import sys
@@ -18,22 +20,28 @@ def fmt_spread(values, digits=1):
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
+def per_round_ratios(runs, level, first, second):
+    ratios = []
+    for rnd in sorted({r["round"] for r in runs}):
+        pair = {r["target"]: r for r in runs if r["concurrency"] == level and r["round"] == rnd}
+        if first in pair and second in pair and pair[second]["output_throughput"]:
+            ratios.append(pair[first]["output_throughput"] / pair[second]["output_throughput"])
+    return ratios
+
+
 def summarize(path):
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     runs = data["runs"]
-    names = []
-    for target in data["options"]["target"]:
-        names.append(target["name"])
-    first, second = names[0], names[1]
+    names = [target["name"] for target in data["options"]["target"]]
     levels = sorted({r["concurrency"] for r in runs})
     lines = [
         "| streams | target | out tok/s (median, spread) | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms | rounds |",
         "|---:|:--|---:|---:|---:|---:|---:|---:|",
     ]
     ratio_lines = [
-        f"| streams | {first} / {second} tok/s (median of per-round ratios) | spread | rounds |",
-        "|---:|---:|---:|---:|",
+        "| streams | tok/s ratio | median of per-round ratios | spread | rounds |",
+        "|---:|:--|---:|---:|---:|",
     ]
     for level in levels:
         for name in names:
@@ -48,15 +56,14 @@ def summarize(path):
                 f"{med['median_ttft_ms']:.0f} | {med['p95_ttft_ms']:.0f} | "
                 f"{med['median_itl_ms']:.1f} | {med['p95_itl_ms']:.1f} | {len(rows)} |"
             )
-        ratios = []
-        for rnd in sorted({r["round"] for r in runs}):
-            pair = {r["target"]: r for r in runs if r["concurrency"] == level and r["round"] == rnd}
-            if first in pair and second in pair and pair[second]["output_throughput"]:
-                ratios.append(pair[first]["output_throughput"] / pair[second]["output_throughput"])
-        if ratios:
-            ratio_lines.append(
-                f"| {level} | **{statistics.median(ratios):.3f}** | {fmt_spread(ratios, 3)} | {len(ratios)} |"
-            )
+    for first, second in itertools.combinations(names, 2):
+        for level in levels:
+            ratios = per_round_ratios(runs, level, first, second)
+            if ratios:
+                ratio_lines.append(
+                    f"| {level} | {first} / {second} | **{statistics.median(ratios):.3f}** | "
+                    f"{fmt_spread(ratios, 3)} | {len(ratios)} |"
+                )
     failed = sum(r.get("failed") or 0 for r in runs)
     return "\n".join(lines + [""] + ratio_lines + ["", f"failed requests: {failed}"])
 

@@ -29,11 +29,21 @@ def per_round_ratios(runs, level, first, second):
     return ratios
 
 
-def summarize(path):
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    runs = data["runs"]
-    names = [target["name"] for target in data["options"]["target"]]
+def load(paths):
+    """Runs and target names of one or more results files. Pooled files keep
+    their rounds apart: a ratio only ever pairs runs of the same round."""
+    runs, names = [], []
+    for index, path in enumerate(paths):
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        for run in data["runs"]:
+            runs.append(dict(run, round=(index, run["round"])))
+        names += [t["name"] for t in data["options"]["target"] if t["name"] not in names]
+    return runs, names
+
+
+def summarize(paths):
+    runs, names = load(paths)
     levels = sorted({r["concurrency"] for r in runs})
     lines = [
         "| streams | target | out tok/s (median, spread) | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms | rounds |",
@@ -69,7 +79,13 @@ def summarize(path):
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        print(f"### {arg}\n")
-        print(summarize(arg))
-        print()
+    # summarize.py FILE...          one summary per file
+    # summarize.py --pool FILE...   one summary of all rounds of all files
+    if sys.argv[1:2] == ["--pool"]:
+        print(f"### pooled: {', '.join(sys.argv[2:])}\n")
+        print(summarize(sys.argv[2:]))
+    else:
+        for arg in sys.argv[1:]:
+            print(f"### {arg}\n")
+            print(summarize([arg]))
+            print()

@@ -148,12 +148,17 @@ def test_backend_needs_the_fleet_client_certificate():
     assert direct.returncode != 0
 
 
-def test_third_container_gets_no_connection_at_all():
+def connect_from_third_container(target: str, port: int) -> subprocess.CompletedProcess:
+    """A TCP connect from a container on the fleet network that is no fleet host."""
     probe = f"{PREFIX}-probe"
     podman("rm", "-f", probe, check=False)
+    return podman("run", "--rm", "--name", probe, "--network", NETWORK, PROBE_IMAGE,
+                  "timeout", "8", "bash", "-c", f"exec 3<>/dev/tcp/{target}/{port}", check=False, timeout=120)
+
+
+def test_third_container_gets_no_connection_at_all():
     target = address(INF1)
-    result = podman("run", "--rm", "--name", probe, "--network", NETWORK, PROBE_IMAGE,
-                    "timeout", "8", "bash", "-c", f"exec 3<>/dev/tcp/{target}/{BACKEND_PORT}", check=False, timeout=120)
+    result = connect_from_third_container(target, BACKEND_PORT)
     # timeout's 124: no answer at all (dropped). A refused port would fail at once with 1.
     assert result.returncode == 124, (result.returncode, result.stderr)
     ruleset = podman("exec", INF1, "nft", "list", "table", "inet", "llmops_backend").stdout
@@ -161,6 +166,19 @@ def test_third_container_gets_no_connection_at_all():
     # The gateway, by contrast, connects.
     reach = podman("exec", GW, "timeout", "8", "bash", "-c", f"exec 3<>/dev/tcp/{target}/{BACKEND_PORT}", check=False)
     assert reach.returncode == 0
+
+
+def test_exporters_answer_the_monitoring_host_only():
+    """Node exporter listens on every address of an inference host (the gateway
+    is the fleet's monitoring host): the gateway reads its metrics, a third
+    container gets no connection."""
+    target = address(INF1)
+    metrics = podman("exec", GW, "curl", "-fsS", "--max-time", "8", f"http://{target}:9100/metrics", check=False)
+    assert metrics.returncode == 0 and "node_cpu_seconds_total" in metrics.stdout, metrics.stderr
+    result = connect_from_third_container(target, 9100)
+    assert result.returncode == 124, (result.returncode, result.stderr)
+    ruleset = podman("exec", INF1, "nft", "list", "table", "inet", "llmops_exporters").stdout
+    assert "9100" in ruleset and "counter packets 0 " not in ruleset, ruleset
 
 
 def test_a_drained_host_stays_out_through_a_converge():

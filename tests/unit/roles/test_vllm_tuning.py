@@ -99,3 +99,9 @@ def test_cache_dir_outside_the_state_dir_is_refused():
     assert "vllm_cache_dir (/var/cache/vllm) must be a directory inside vllm_state_dir (/var/lib/vllm)" in message
     assert evaluate_assert(tuned(), "validate.yml", "Check the speed settings")[0]
     assert not evaluate_assert(tuned(vllm_cpu_omp_threads_bind="all"), "validate.yml", "Check the speed settings")[0]
+
+
+def test_cpu_instances_compile_without_aot_so_restarts_load_the_cache():
+    assert env_file(tuned())["VLLM_USE_AOT_COMPILE"] == "0"
+    for role in (tuned(device="cuda"), tuned(vllm_install_mode="container")):
+        assert "VLLM_USE_AOT_COMPILE" not in env_file(role)

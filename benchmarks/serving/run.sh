@@ -68,9 +68,10 @@ wait_health() {  # PORT TIMEOUT -> seconds waited
   done
 }
 
-copy_client() {
+copy_client() {  # the driver, and the managed instance's key as /tmp/bench/vllm_key
   in_lab mkdir -p /tmp/bench
   podman cp "$HERE/bench_driver.py" "$CONTAINER:/tmp/bench/bench_driver.py"
+  in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
 }
 
 drive() {  # OUTFILE TARGET...
@@ -112,7 +113,6 @@ case "${1:-}" in
     ;;
   managed)
     copy_client
-    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
     EXTRA=()
     targets=("managed=http://127.0.0.1:8000,/tmp/bench/vllm_key" "hand=http://127.0.0.1:8100${HAND_KEYFILE:+,$HAND_KEYFILE}")
     if in_lab curl -fs -o /dev/null "http://127.0.0.1:$CONTROL_PORT/health"; then
@@ -125,13 +125,11 @@ case "${1:-}" in
     #   run.sh compare managed=http://127.0.0.1:8000,/tmp/bench/vllm_key mirror=http://127.0.0.1:8200,/tmp/bench/vllm_key
     shift
     copy_client
-    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
     EXTRA=()
     drive "${OUT:-$HERE/results/compare-$STAMP.json}" "$@"
     ;;
   gateway)
     copy_client
-    in_lab sh -c "sed -n 's/^VLLM_API_KEY=//p' /etc/vllm/secrets.env > /tmp/bench/vllm_key && chmod 600 /tmp/bench/vllm_key"
     podman cp "$LAB_STATE/pki/clients/ca.crt" "$CONTAINER:/tmp/bench/ca.crt"
     podman cp "$LAB_STATE/pki/clients/lab.crt" "$CONTAINER:/tmp/bench/client.crt"
     podman cp "$LAB_STATE/pki/clients/lab.key" "$CONTAINER:/tmp/bench/client.key"

@@ -38,12 +38,14 @@ start_host() {
     return 0
   fi
   podman rm -f "$name" >/dev/null 2>&1 || true
+  local cgroup_opts
+  mapfile -t cgroup_opts < <(lab_cgroup_opts)
   # vLLM's engine and API server exchange tensors through /dev/shm (160 MiB
   # and more); podman's default of 64 MiB is too small.
   podman run -d --name "$name" --hostname "$name" --systemd=always --shm-size=1g \
     --volume "$WHEELHOUSE:/srv/llmops/wheelhouse:ro" \
     --volume "$CACHE_DIR/models:/srv/llmops/models:ro" \
-    "$@" "$LAB_VLLM_IMAGE" >/dev/null
+    "${cgroup_opts[@]+"${cgroup_opts[@]}"}" "$@" "$LAB_VLLM_IMAGE" >/dev/null
 }
 
 # systemd inside reports "degraded" for units that cannot run in a container;

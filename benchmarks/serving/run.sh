@@ -129,6 +129,22 @@ case "${1:-}" in
     drive "${OUT:-$HERE/results/compare-$STAMP.json}" "$@"
     ;;
   gateway)
+    # The gateway limits each API key's concurrent streams and request rate
+    # and each address's request rate (nginx_mtls_max_streams_per_key,
+    # _rate_per_key, _burst_per_key, _rate_per_address, _burst_per_address)
+    # and answers 429 above them: a policy, not a speed. A load generator that
+    # opens every stream at once and moves on at once after a 429 measures the
+    # 429s, so the benchmark wants limits well above its top level.
+    top=$(tr ',' '\n' <<<"$LEVELS" | sort -n | tail -1)
+    caps=$(in_lab sed -n -e 's/.*limit_conn llm_streams_per_key \([0-9]*\);.*/\1/p' \
+      -e 's/.*limit_req zone=llm_per_[a-z]* burst=\([0-9]*\).*/\1/p' /etc/nginx/llmops/llm_proxy.conf)
+    if [ "$(sort -n <<<"$caps" | head -1)" -lt $((4 * top)) ]; then
+      echo "the gateway's stream and burst limits ($(tr '\n' ' ' <<<"$caps")) are under 4x LEVELS' top ($top); converge it with" >&2
+      echo "  ansible-playbook -i inventories/lab playbooks/gateway.yml -e nginx_mtls_max_streams_per_key=$((4 * top)) \\" >&2
+      echo "    -e nginx_mtls_rate_per_key=100r/s -e nginx_mtls_burst_per_key=$((4 * top)) \\" >&2
+      echo "    -e nginx_mtls_rate_per_address=100r/s -e nginx_mtls_burst_per_address=$((4 * top))" >&2
+      exit 2
+    fi
     copy_client
     podman cp "$LAB_STATE/pki/clients/ca.crt" "$CONTAINER:/tmp/bench/ca.crt"
     podman cp "$LAB_STATE/pki/clients/lab.crt" "$CONTAINER:/tmp/bench/client.crt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -47,6 +48,22 @@ def test_site_yml_is_idempotent(lab_host):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     recap = re.search(r"llmops-lab\s*:\s*ok=\d+\s+changed=(\d+)", run.stdout)
     assert recap and recap[1] == "0", f"second run of site.yml changed: {changed_tasks(run.stdout)}"
+
+
+def _pooled_connections_to_vllm(lab_host) -> int:
+    """Established TCP connections that nginx (www-data) holds to vLLM's port 8000 in the lab host."""
+    script = ('uid=$(id -u www-data); awk -v uid="$uid" \'$3 ~ /:1F40$/ && $4 == "01" && $8 == uid\' '
+              "/proc/net/tcp /proc/net/tcp6 | wc -l")
+    return int(lab_host.exec("sh", "-c", script).stdout.strip())
+
+
+def test_vllm_keeps_the_gateways_idle_connections_open(lab_host):
+    """nginx pools its connections to vLLM for 60 s (nginx_mtls_upstream_keepalive_timeout). vLLM must not close
+    them first (vllm_http_keepalive_timeout, 75 s; vLLM's own default is 5 s): a request nginx sends on a
+    connection vLLM is closing fails with a 502 that nginx does not retry (seen in a rolling update under load)."""
+    assert "Paris" in _ask_capital_of_france(lab_host)
+    time.sleep(10)  # twice vLLM's own default keep-alive
+    assert _pooled_connections_to_vllm(lab_host) >= 1
 
 
 def test_vllm_serves_again_after_kill_9(lab_host):

@@ -39,6 +39,14 @@ def test_caches_live_in_the_state_directory_on_every_device():
         assert env["CUDA_CACHE_PATH"] == "/data/vllm/cache/nv"
 
 
+def test_vllm_keeps_idle_connections_longer_than_the_gateways_pool_them():
+    nginx = RoleRender("nginx_mtls", DEBIAN_12)
+    pooled = int(nginx.value("{{ nginx_mtls_upstream_keepalive_timeout }}"))
+    for role in (tuned(), tuned(device="cuda"), tuned(vllm_install_mode="container")):
+        assert int(env_file(role)["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]) > pooled
+    assert env_file(tuned(vllm_http_keepalive_timeout=300))["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"] == "300"
+
+
 def test_gpu_and_container_instances_get_no_cpu_preloads():
     for role in (tuned(device="cuda"), tuned(vllm_install_mode="container")):
         env = env_file(role)
